@@ -1,0 +1,226 @@
+//! Command-line configuration: the flags, their defaults, and compatibility
+//! with the Go bitmapist-server's single-dash flags (`-addr`, `-db`, `-bak`,
+//! `-debug`, `-version`), which are translated to argh's `--long` form
+//! before parsing.
+
+use argh::FromArgs;
+use std::path::PathBuf;
+
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+/// The Redis version this server's replies follow; reported where clients
+/// and tools look for a Redis version.
+pub const REDIS_COMPAT_VERSION: &str = "7.0.15";
+
+/// bitmapist-server: a Redis-compatible server for the bitmapist analytics
+/// library that keeps bitmaps compressed.
+///
+/// Go-style single-dash flags (-addr, -db, -bak, -debug, -version) work too.
+#[derive(FromArgs, Debug, Clone, PartialEq)]
+pub struct Config {
+    /// address to listen on, host:port (default localhost:6379)
+    #[argh(option, default = "String::from(\"localhost:6379\")")]
+    pub addr: String,
+
+    /// database file (default bitmapist.db)
+    #[argh(option, default = "PathBuf::from(\"bitmapist.db\")")]
+    pub db: PathBuf,
+
+    /// file to write a consistent backup to on SIGUSR1
+    #[argh(option)]
+    pub bak: Option<PathBuf>,
+
+    /// log every command (verbose)
+    #[argh(switch)]
+    pub debug: bool,
+
+    /// print the version and exit
+    #[argh(switch)]
+    pub version: bool,
+
+    /// number of network threads, each with its own io_uring runtime
+    /// (default: available cores)
+    #[argh(option)]
+    pub threads: Option<usize>,
+
+    /// log level: error, warn, info, debug, trace (default info; RUST_LOG
+    /// overrides it with a full filter)
+    #[argh(option, default = "String::from(\"info\")")]
+    pub log_level: String,
+
+    #[argh(subcommand)]
+    pub command: Option<Subcommand>,
+}
+
+/// Subcommands besides running the server.
+#[derive(FromArgs, Debug, Clone, PartialEq)]
+#[argh(subcommand)]
+pub enum Subcommand {
+    Version(VersionCommand),
+}
+
+/// print the version and exit
+#[derive(FromArgs, Debug, Clone, PartialEq)]
+#[argh(subcommand, name = "version")]
+pub struct VersionCommand {}
+
+/// Long flags that the Go server spelt with a single dash.
+const GO_FLAGS: &[&str] = &["addr", "db", "bak", "debug", "version"];
+/// Boolean flags: a Go-style `-flag=true|false` is turned into a switch.
+const SWITCHES: &[&str] = &["debug", "version"];
+
+/// Rewrites Go-style flags into argh's form: `-addr x` and `-addr=x` become
+/// `--addr x`, `--addr=x` becomes `--addr x`, `-debug=false` is dropped.
+/// Everything after `--` is left alone.
+pub fn normalize_args(args: &[String]) -> Vec<String> {
+    let mut out = Vec::with_capacity(args.len());
+    let mut rest_literal = false;
+    for arg in args {
+        if rest_literal || arg == "--" || !arg.starts_with('-') || arg == "-" {
+            rest_literal |= arg == "--";
+            out.push(arg.clone());
+            continue;
+        }
+        let body = arg.trim_start_matches('-');
+        let dashes = arg.len() - body.len();
+        let (name, value) = match body.split_once('=') {
+            Some((n, v)) => (n, Some(v)),
+            None => (body, None),
+        };
+        let known_go = GO_FLAGS.contains(&name);
+        if dashes == 1 && !known_go {
+            // Short flags such as -h stay as they are.
+            out.push(arg.clone());
+            continue;
+        }
+        if dashes > 2 {
+            out.push(arg.clone());
+            continue;
+        }
+        let long = format!("--{name}");
+        match value {
+            None => out.push(long),
+            Some(v) if SWITCHES.contains(&name) => {
+                if v != "false" && v != "0" {
+                    out.push(long);
+                }
+            }
+            Some(v) => {
+                out.push(long);
+                out.push(v.to_string());
+            }
+        }
+    }
+    out
+}
+
+/// What `main` should do after parsing.
+pub enum Parsed {
+    Run(Box<Config>),
+    /// Print this text (help or version) to stdout and exit 0.
+    Print(String),
+    /// Print this text to stderr and exit 2.
+    Usage(String),
+}
+
+/// Parses the process arguments (without argv[0]).
+pub fn parse(program: &str, args: &[String]) -> Parsed {
+    let args = normalize_args(args);
+    let strs: Vec<&str> = args.iter().map(String::as_str).collect();
+    match Config::from_args(&[program], &strs) {
+        Ok(config) => {
+            if config.version || matches!(config.command, Some(Subcommand::Version(_))) {
+                Parsed::Print(format!("bitmapist-server {VERSION}\n"))
+            } else {
+                Parsed::Run(Box::new(config))
+            }
+        }
+        Err(early) => match early.status {
+            Ok(()) => Parsed::Print(early.output),
+            Err(()) => Parsed::Usage(early.output),
+        },
+    }
+}
+
+impl Config {
+    /// The number of network threads to start.
+    pub fn thread_count(&self) -> usize {
+        self.threads
+            .filter(|&n| n > 0)
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+    }
+
+    /// The defaults, as if started with no arguments.
+    pub fn defaults() -> Config {
+        match parse("bitmapist-server", &[]) {
+            Parsed::Run(c) => *c,
+            _ => unreachable!("no arguments always parse"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s(v: &[&str]) -> Vec<String> {
+        v.iter().map(|x| x.to_string()).collect()
+    }
+
+    fn run(v: &[&str]) -> Config {
+        match parse("bitmapist-server", &s(v)) {
+            Parsed::Run(c) => *c,
+            Parsed::Print(t) | Parsed::Usage(t) => panic!("did not parse: {t}"),
+        }
+    }
+
+    #[test]
+    fn go_style_flags_translate() {
+        let c = run(&[
+            "-addr",
+            "0.0.0.0:6400",
+            "-db",
+            "/tmp/x/bitmapist.db",
+            "-bak=/tmp/b",
+            "-debug",
+        ]);
+        assert_eq!(c.addr, "0.0.0.0:6400");
+        assert_eq!(c.db, PathBuf::from("/tmp/x/bitmapist.db"));
+        assert_eq!(c.bak, Some(PathBuf::from("/tmp/b")));
+        assert!(c.debug);
+        let c = run(&["--addr=127.0.0.1:1", "-debug=false", "--threads", "3"]);
+        assert_eq!(c.addr, "127.0.0.1:1");
+        assert!(!c.debug);
+        assert_eq!(c.thread_count(), 3);
+    }
+
+    #[test]
+    fn defaults_match_the_go_server() {
+        let c = Config::defaults();
+        assert_eq!(c.addr, "localhost:6379");
+        assert_eq!(c.db, PathBuf::from("bitmapist.db"));
+        assert_eq!(c.bak, None);
+        assert!(c.thread_count() >= 1);
+    }
+
+    #[test]
+    fn version_in_every_spelling() {
+        for v in [&["-version"][..], &["--version"], &["version"]] {
+            match parse("bitmapist-server", &s(v)) {
+                Parsed::Print(t) => assert!(t.contains(VERSION), "{t}"),
+                _ => panic!("{v:?} did not print the version"),
+            }
+        }
+    }
+
+    #[test]
+    fn unknown_flag_is_a_usage_error() {
+        assert!(matches!(
+            parse("bitmapist-server", &s(&["--nope"])),
+            Parsed::Usage(_)
+        ));
+        assert!(matches!(
+            parse("bitmapist-server", &s(&["--help"])),
+            Parsed::Print(_)
+        ));
+    }
+}

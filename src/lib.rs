@@ -1,0 +1,12 @@
+//! bitmapist-server: a Redis-compatible server for the bitmapist analytics
+//! library. Requests flow `net → resp/command → keyspace`; see
+//! `../shared/DESIGN.md` and each module's own documentation.
+
+pub mod command;
+pub mod config;
+pub mod keyspace;
+pub mod logging;
+pub mod net;
+pub mod resp;
+pub mod server;
+pub mod signals;

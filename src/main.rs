@@ -1,0 +1,75 @@
+//! The `bitmapist-server` binary: parses the command line, sets up logging
+//! and signals, and runs the server. Everything else lives in the library.
+
+use bitmapist_server::config::{self, Parsed, VERSION};
+use bitmapist_server::server::Server;
+use bitmapist_server::{keyspace, logging, net, signals};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+fn main() -> ExitCode {
+    let mut args = std::env::args_os().map(|a| a.to_string_lossy().into_owned());
+    let program = args
+        .next()
+        .unwrap_or_else(|| String::from("bitmapist-server"));
+    let rest: Vec<String> = args.collect();
+    match config::parse(&program, &rest) {
+        Parsed::Print(text) => {
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
+        Parsed::Usage(text) => {
+            eprintln!("{text}");
+            ExitCode::from(2)
+        }
+        Parsed::Run(config) => run(*config),
+    }
+}
+
+fn run(config: config::Config) -> ExitCode {
+    logging::init(&config.log_level);
+    if let Err(e) = signals::block() {
+        eprintln!("bitmapist-server: cannot block signals: {e}");
+        return ExitCode::FAILURE;
+    }
+    tracing::info!(
+        version = VERSION,
+        address = %config.addr,
+        database = %config.db.display(),
+        threads = config.thread_count(),
+        "bitmapist-server starting"
+    );
+    tracing::warn!(
+        database = %config.db.display(),
+        "persistence is not enabled in this build yet: data lives in memory and is lost on exit"
+    );
+    let server = Arc::new(Server::new(config));
+    if let Err(e) = signals::spawn_handler(server.clone()) {
+        eprintln!("bitmapist-server: cannot start the signal thread: {e}");
+        return ExitCode::FAILURE;
+    }
+    if let Err(e) = spawn_expiry_sweeper(server.clone()) {
+        eprintln!("bitmapist-server: cannot start the expiry thread: {e}");
+        return ExitCode::FAILURE;
+    }
+    match net::serve(server) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("bitmapist-server: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Active expiry: ten times a second, examine a bounded number of volatile
+/// keys per database and delete the expired ones.
+fn spawn_expiry_sweeper(server: Arc<Server>) -> std::io::Result<()> {
+    std::thread::Builder::new()
+        .name("expiry".into())
+        .spawn(move || loop {
+            std::thread::sleep(Duration::from_millis(100));
+            server.keyspace().sweep_expired(keyspace::now_ms(), 200);
+        })?;
+    Ok(())
+}

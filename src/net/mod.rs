@@ -1,0 +1,215 @@
+//! Networking: binds the listening sockets (one per thread and address, with
+//! SO_REUSEPORT so the kernel spreads connections), probes io_uring, and
+//! runs one tokio-uring runtime per thread, each accepting and serving its
+//! own connections. Network threads never write files.
+
+mod connection;
+
+use crate::server::{lock, Server};
+use nix::sys::socket::{self, sockopt, AddressFamily, SockFlag, SockType, SockaddrStorage};
+use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
+use std::os::fd::{FromRawFd, IntoRawFd};
+use std::sync::Arc;
+
+/// Why the server could not start serving.
+#[derive(Debug)]
+pub enum StartError {
+    /// io_uring cannot be used; the text names the cause and the fix.
+    IoUring(String),
+    Resolve(String, std::io::Error),
+    Bind(SocketAddr, std::io::Error),
+    Thread(std::io::Error),
+}
+
+impl std::fmt::Display for StartError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StartError::IoUring(msg) => f.write_str(msg),
+            StartError::Resolve(addr, e) => {
+                write!(f, "cannot resolve listen address {addr:?}: {e}")
+            }
+            StartError::Bind(addr, e) => write!(f, "cannot listen on {addr}: {e}"),
+            StartError::Thread(e) => write!(f, "cannot start a network thread: {e}"),
+        }
+    }
+}
+
+/// Checks that this process may create an io_uring, and if not, explains
+/// why in one line.
+pub fn probe_io_uring() -> Result<(), StartError> {
+    let err = match io_uring::IoUring::new(4) {
+        Ok(_) => return Ok(()),
+        Err(e) => e,
+    };
+    let disabled = std::fs::read_to_string("/proc/sys/kernel/io_uring_disabled")
+        .ok()
+        .map(|s| s.trim().to_string())
+        .filter(|s| s != "0");
+    let msg = match (err.raw_os_error(), disabled) {
+        (Some(libc_eperm), Some(level)) if libc_eperm == nix::libc::EPERM => format!(
+            "io_uring is disabled on this host (sysctl kernel.io_uring_disabled={level}); \
+             enable it with `sysctl -w kernel.io_uring_disabled=0`"
+        ),
+        (Some(e), None) if e == nix::libc::EPERM => String::from(
+            "io_uring is blocked (EPERM), most likely by a seccomp filter such as Docker's default profile; \
+             run with a profile that allows io_uring_setup/io_uring_enter (e.g. docker --security-opt seccomp=unconfined)",
+        ),
+        (Some(e), _) if e == nix::libc::ENOSYS => String::from(
+            "io_uring is not available: this kernel lacks it (ENOSYS); Linux 5.11 or newer with CONFIG_IO_URING is required",
+        ),
+        (Some(e), _) if e == nix::libc::ENOMEM => String::from(
+            "io_uring could not allocate its rings (ENOMEM): raise the locked-memory limit (ulimit -l / LimitMEMLOCK=)",
+        ),
+        _ => format!("io_uring is not available: {err}"),
+    };
+    Err(StartError::IoUring(msg))
+}
+
+/// Resolves `host:port` into the addresses to listen on.
+pub fn resolve(addr: &str) -> Result<Vec<SocketAddr>, StartError> {
+    let mut addrs: Vec<SocketAddr> = addr
+        .to_socket_addrs()
+        .map_err(|e| StartError::Resolve(addr.to_string(), e))?
+        .collect();
+    addrs.dedup();
+    if addrs.is_empty() {
+        return Err(StartError::Resolve(
+            addr.to_string(),
+            std::io::Error::new(std::io::ErrorKind::NotFound, "no address"),
+        ));
+    }
+    Ok(addrs)
+}
+
+/// A listening socket with SO_REUSEPORT set, so several threads can each
+/// listen on the same address.
+fn reuseport_listener(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let family = if addr.is_ipv4() {
+        AddressFamily::Inet
+    } else {
+        AddressFamily::Inet6
+    };
+    let fd = socket::socket(family, SockType::Stream, SockFlag::SOCK_CLOEXEC, None)?;
+    socket::setsockopt(&fd, sockopt::ReuseAddr, &true)?;
+    socket::setsockopt(&fd, sockopt::ReusePort, &true)?;
+    if addr.is_ipv6() {
+        socket::setsockopt(&fd, sockopt::Ipv6V6Only, &true)?;
+    }
+    socket::bind(
+        std::os::fd::AsRawFd::as_raw_fd(&fd),
+        &SockaddrStorage::from(addr),
+    )?;
+    socket::listen(
+        &fd,
+        socket::Backlog::new(1024).unwrap_or(socket::Backlog::MAXCONN),
+    )?;
+    // SAFETY: the descriptor is a freshly created, owned, listening TCP socket.
+    Ok(unsafe { TcpListener::from_raw_fd(fd.into_raw_fd()) })
+}
+
+/// Binds every address once per thread. A port of 0 is resolved by the first
+/// socket and reused by the others.
+fn bind_all(addrs: &[SocketAddr], threads: usize) -> Result<Vec<Vec<TcpListener>>, StartError> {
+    let mut per_thread: Vec<Vec<TcpListener>> = (0..threads).map(|_| Vec::new()).collect();
+    let mut bound = Vec::new();
+    for (i, &requested) in addrs.iter().enumerate() {
+        let first = match reuseport_listener(requested) {
+            Ok(l) => l,
+            // A second address of a name (say ::1 for localhost on a host
+            // without IPv6) is optional; the first one is not.
+            Err(e) if i > 0 => {
+                tracing::warn!(address = %requested, error = %e, "skipping an address that cannot be bound");
+                continue;
+            }
+            Err(e) => return Err(StartError::Bind(requested, e)),
+        };
+        let actual = first
+            .local_addr()
+            .map_err(|e| StartError::Bind(requested, e))?;
+        per_thread[0].push(first);
+        for listeners in per_thread.iter_mut().skip(1) {
+            listeners.push(reuseport_listener(actual).map_err(|e| StartError::Bind(actual, e))?);
+        }
+        bound.push(actual);
+    }
+    tracing::debug!(?bound, "bound");
+    Ok(per_thread)
+}
+
+/// Binds, starts the network threads and blocks until they end (they end
+/// only when the process exits).
+pub fn serve(server: Arc<Server>) -> Result<(), StartError> {
+    probe_io_uring()?;
+    let threads = server.config.thread_count();
+    let addrs = resolve(&server.config.addr)?;
+    let listeners = bind_all(&addrs, threads)?;
+    {
+        let mut listening = lock(&server.listening);
+        for l in &listeners[0] {
+            if let Ok(a) = l.local_addr() {
+                listening.push(a);
+            }
+        }
+    }
+    let mut handles = Vec::new();
+    for (i, thread_listeners) in listeners.into_iter().enumerate() {
+        let server = server.clone();
+        let handle = std::thread::Builder::new()
+            .name(format!("net-{i}"))
+            .spawn(move || run_thread(server, thread_listeners))
+            .map_err(StartError::Thread)?;
+        handles.push(handle);
+    }
+    for h in handles {
+        match h.join() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(e),
+            Err(_) => {
+                return Err(StartError::Thread(std::io::Error::other(
+                    "a network thread panicked",
+                )))
+            }
+        }
+    }
+    Ok(())
+}
+
+fn run_thread(server: Arc<Server>, listeners: Vec<TcpListener>) -> Result<(), StartError> {
+    let runtime = tokio_uring::Runtime::new(&tokio_uring::builder())
+        .map_err(|e| StartError::IoUring(format!("cannot create an io_uring runtime: {e}")))?;
+    runtime.block_on(async move {
+        let mut accepting = Vec::new();
+        for listener in listeners {
+            let listener = tokio_uring::net::TcpListener::from_std(listener);
+            accepting.push(tokio_uring::spawn(accept_loop(server.clone(), listener)));
+        }
+        for task in accepting {
+            let _ = task.await;
+        }
+    });
+    Ok(())
+}
+
+async fn accept_loop(server: Arc<Server>, listener: tokio_uring::net::TcpListener) {
+    let local = listener
+        .local_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_default();
+    loop {
+        // The accept is always awaited to completion: never cancelled.
+        match listener.accept().await {
+            Ok((stream, peer)) => {
+                let server = server.clone();
+                let local = local.clone();
+                tokio_uring::spawn(async move {
+                    connection::serve(server, stream, peer, local).await;
+                });
+            }
+            Err(e) => {
+                // Out of descriptors or memory: back off instead of spinning.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
