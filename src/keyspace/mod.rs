@@ -157,11 +157,12 @@ impl Db {
     /// prefix of the pattern narrows the walk to a range of the ordered map.
     pub fn keys(&self, pattern: &[u8], now_ms: u64) -> Vec<Vec<u8>> {
         let prefix = glob::literal_prefix(pattern);
-        let match_all = pattern == b"*";
+        // Redis skips matching for a lone `*` (which also lists the empty key).
+        let matcher = (!glob::matches_everything(pattern)).then(|| glob::Pattern::new(pattern));
         self.entries
             .range::<[u8], _>((Bound::Included(prefix.as_slice()), Bound::Unbounded))
             .take_while(|(k, _)| k.starts_with(&prefix))
-            .filter(|(k, e)| !e.is_expired(now_ms) && (match_all || glob::matches(pattern, k)))
+            .filter(|(k, e)| !e.is_expired(now_ms) && matcher.as_ref().is_none_or(|m| m.matches(k)))
             .map(|(k, _)| k.clone())
             .collect()
     }
@@ -176,7 +177,9 @@ impl Db {
         pattern: Option<&[u8]>,
         now_ms: u64,
     ) -> (Vec<Vec<u8>>, Option<Vec<u8>>) {
+        let pattern = pattern.filter(|p| !glob::matches_everything(p));
         let prefix = pattern.map(glob::literal_prefix).unwrap_or_default();
+        let matcher = pattern.map(glob::Pattern::new);
         let lower = match after {
             Some(a) if a >= prefix.as_slice() => Bound::Excluded(a),
             _ => Bound::Included(prefix.as_slice()),
@@ -198,7 +201,7 @@ impl Db {
             if e.is_expired(now_ms) {
                 continue;
             }
-            if pattern.is_none_or(|p| glob::matches(p, k)) {
+            if matcher.as_ref().is_none_or(|m| m.matches(k)) {
                 found.push(k.clone());
             }
         }

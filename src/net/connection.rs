@@ -135,8 +135,10 @@ fn run_batch(
                 return (pos, Next::Read { need });
             }
             Err(e) => {
-                ctx.out.error(&format!("ERR {}", e.0));
-                tracing::debug!(client = ctx.session.client.id, error = %e.0, "protocol error");
+                let mut line = b"ERR ".to_vec();
+                line.extend_from_slice(e.as_bytes());
+                ctx.out.error_bytes(&line);
+                tracing::debug!(client = ctx.session.client.id, error = %e, "protocol error");
                 return (pos, Next::Close);
             }
         }

@@ -72,11 +72,14 @@ impl ReplyBuf {
     /// `-text`: the whole error line including its code (`ERR ...`,
     /// `WRONGTYPE ...`). CR and LF are replaced by spaces, as Redis does.
     pub fn error(&mut self, text: &str) {
+        self.error_bytes(text.as_bytes());
+    }
+
+    /// An error line of raw bytes (Redis quotes client bytes verbatim).
+    pub fn error_bytes(&mut self, text: &[u8]) {
         self.buf.push(b'-');
-        self.buf.extend(
-            text.bytes()
-                .map(|b| if b == b'\r' || b == b'\n' { b' ' } else { b }),
-        );
+        let clean = |&b: &u8| if b == b'\r' || b == b'\n' { b' ' } else { b };
+        self.buf.extend(text.iter().map(clean));
         self.buf.extend_from_slice(b"\r\n");
     }
 
