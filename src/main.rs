@@ -28,6 +28,11 @@ fn main() -> ExitCode {
 }
 
 fn run(config: config::Config) -> ExitCode {
+    // Before anything else is printed: without io_uring there is one line to say.
+    if let Err(e) = net::probe_io_uring() {
+        eprintln!("bitmapist-server: {e}");
+        return ExitCode::FAILURE;
+    }
     logging::init(&config.log_level);
     if let Err(e) = signals::block() {
         eprintln!("bitmapist-server: cannot block signals: {e}");
