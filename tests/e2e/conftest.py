@@ -35,7 +35,7 @@ import redis
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 HOST = "127.0.0.1"
-START_TIMEOUT_S = 30.0
+START_TIMEOUT_S = 15.0
 CLIENT_TIMEOUT_S = 60.0
 BACKEND_NAMES = ("redis", "server")
 
