@@ -8,6 +8,7 @@ use crate::server::Server;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
+use tokio_uring::buf::BoundedBuf;
 use tokio_uring::net::TcpStream;
 
 /// Initial read buffer; it grows for large requests and shrinks back after.
@@ -82,9 +83,11 @@ pub async fn serve(server: Arc<Server>, stream: TcpStream, peer: SocketAddr, loc
         } else if input.len() == input.capacity() {
             input.reserve(READ_BUFFER);
         }
-        // Read into the spare capacity; the read is awaited to completion.
-        let (res, buf) = stream.read(input).await;
-        input = buf;
+        // Read into the spare capacity after what is buffered; the read is
+        // awaited to completion, never dropped.
+        let filled = input.len();
+        let (res, slice) = stream.read(input.slice(filled..)).await;
+        input = slice.into_inner();
         match res {
             Ok(0) => break String::from("closed by the client"),
             Ok(n) => {
