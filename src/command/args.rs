@@ -44,10 +44,14 @@ pub fn int(arg: &[u8]) -> Result<i64, CmdError> {
 /// wrap-around for negative numbers are accepted; trailing garbage is not).
 pub fn scan_cursor(arg: &[u8]) -> Result<u64, CmdError> {
     let invalid = || CmdError::new("ERR invalid cursor");
-    let mut i = 0;
-    while i < arg.len() && matches!(arg[i], b' ' | b'\t' | b'\n' | b'\r' | 0x0b | 0x0c) {
-        i += 1;
+    // Redis rejects leading white space (which strtoul alone would skip).
+    if arg
+        .first()
+        .is_some_and(|b| matches!(b, b' ' | b'\t' | b'\n' | b'\r' | 0x0b | 0x0c))
+    {
+        return Err(invalid());
     }
+    let mut i = 0;
     let mut negative = false;
     if i < arg.len() && (arg[i] == b'+' || arg[i] == b'-') {
         negative = arg[i] == b'-';
@@ -116,7 +120,8 @@ mod tests {
         assert_eq!(scan_cursor(b"0").ok(), Some(0));
         assert_eq!(scan_cursor(b"").ok(), Some(0));
         assert_eq!(scan_cursor(b"-1").ok(), Some(u64::MAX));
-        assert_eq!(scan_cursor(b"  +7").ok(), Some(7));
+        assert_eq!(scan_cursor(b"+7").ok(), Some(7));
+        assert!(scan_cursor(b" 7").is_err());
         assert_eq!(scan_cursor(b"18446744073709551615").ok(), Some(u64::MAX));
         assert!(scan_cursor(b"18446744073709551616").is_err());
         assert!(scan_cursor(b"x").is_err());

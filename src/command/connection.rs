@@ -25,6 +25,11 @@ pub fn echo(ctx: &mut Ctx<'_>, argv: &[&[u8]]) -> CmdResult {
 
 pub fn select(ctx: &mut Ctx<'_>, argv: &[&[u8]]) -> CmdResult {
     let n = args::int(argv[1])?;
+    if i32::try_from(n).is_err() {
+        return Err(CmdError::new(
+            "ERR value is out of range, value must between -2147483648 and 2147483647",
+        ));
+    }
     if n < 0 || n >= DATABASES as i64 {
         return Err(CmdError::new("ERR DB index is out of range"));
     }

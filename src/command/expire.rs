@@ -112,16 +112,9 @@ fn ttl_generic(ctx: &mut Ctx<'_>, argv: &[&[u8]], ms: bool, absolute: bool) -> C
         Some(e) => match e.expire_at() {
             None => -1,
             Some(at) => {
-                let t = if absolute {
-                    at as i64
-                } else {
-                    (at as i64 - now as i64).max(0)
-                };
-                if ms {
-                    t
-                } else {
-                    (t + 500) / 1000
-                }
+                let t = if absolute { at } else { at.saturating_sub(now) };
+                // Unsigned, as Redis's arithmetic ends up for the largest expiries.
+                (if ms { t } else { t.saturating_add(500) / 1000 }) as i64
             }
         },
     };

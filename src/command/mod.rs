@@ -21,15 +21,22 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, MutexGuard};
 use table::{CommandSpec, Lookup};
 
-/// An error reply: the whole line after `-`, code included.
+/// An error reply: the whole line after `-`, code included. Bytes, because
+/// Redis quotes client input in some errors verbatim.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CmdError(pub Cow<'static, str>);
+pub struct CmdError(pub Cow<'static, [u8]>);
 
 pub type CmdResult = Result<(), CmdError>;
 
 impl CmdError {
     pub fn new(text: impl Into<Cow<'static, str>>) -> Self {
-        CmdError(text.into())
+        CmdError(match text.into() {
+            Cow::Borrowed(s) => Cow::Borrowed(s.as_bytes()),
+            Cow::Owned(s) => Cow::Owned(s.into_bytes()),
+        })
+    }
+    pub fn from_bytes(text: Vec<u8>) -> Self {
+        CmdError(Cow::Owned(text))
     }
     pub fn syntax() -> Self {
         Self::new("ERR syntax error")
@@ -139,10 +146,22 @@ pub fn execute(ctx: &mut Ctx<'_>, argv: &[&[u8]]) {
     let (index, spec) = match table::lookup(argv) {
         Lookup::Found(index, spec) => (index, spec),
         Lookup::Error(err) => {
+            if argv
+                .first()
+                .is_some_and(|n| n.eq_ignore_ascii_case(b"exec"))
+            {
+                // A rejected EXEC aborts the transaction, naming the reason.
+                ctx.session.multi = None;
+                let reason = err.0.strip_prefix(b"ERR ").unwrap_or(&err.0);
+                let mut line = b"EXECABORT Transaction discarded because of: ".to_vec();
+                line.extend_from_slice(reason);
+                ctx.out.error_bytes(&line);
+                return;
+            }
             if let Some(tx) = ctx.session.multi.as_mut() {
                 tx.failed = true;
             }
-            ctx.out.error(&err.0);
+            ctx.out.error_bytes(&err.0);
             return;
         }
     };
@@ -165,6 +184,6 @@ pub fn run(ctx: &mut Ctx<'_>, index: usize, spec: &CommandSpec, argv: &[&[u8]]) 
         counter.fetch_add(1, Relaxed);
     }
     if let Err(err) = (spec.handler)(ctx, argv) {
-        ctx.out.error(&err.0);
+        ctx.out.error_bytes(&err.0);
     }
 }

@@ -72,7 +72,7 @@ pub fn set(ctx: &mut Ctx<'_>, argv: &[&[u8]]) -> CmdResult {
             get = true;
         } else if args::is(a, "keepttl") && expire.is_none() {
             keep_ttl = true;
-        } else if let (Some(&value), None, false) = (next, expire, keep_ttl) {
+        } else if let (Some(&value), false) = (next, keep_ttl) {
             let form = if args::is(a, "ex") {
                 (1000, false)
             } else if args::is(a, "px") {
@@ -84,6 +84,10 @@ pub fn set(ctx: &mut Ctx<'_>, argv: &[&[u8]]) -> CmdResult {
             } else {
                 return Err(CmdError::syntax());
             };
+            // The same option may repeat (the last wins); two kinds may not.
+            if expire.is_some_and(|(unit, absolute, _)| (unit, absolute) != form) {
+                return Err(CmdError::syntax());
+            }
             expire = Some((form.0, form.1, value));
             i += 1;
         } else {

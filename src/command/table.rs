@@ -616,11 +616,13 @@ pub fn lookup(argv: &[&[u8]]) -> Lookup {
             .is_some_and(|(_, n)| n.as_bytes().eq_ignore_ascii_case(sub_name))
     });
     match sub {
-        None => Lookup::Error(CmdError::new(format!(
-            "ERR unknown subcommand '{}'. Try {} HELP.",
-            c_str_prefix(sub_name, 128),
-            spec.name.to_ascii_uppercase()
-        ))),
+        None => {
+            let mut line = b"ERR unknown subcommand '".to_vec();
+            line.extend_from_slice(c_str_prefix(sub_name, 128));
+            let tail = format!("'. Try {} HELP.", spec.name.to_ascii_uppercase());
+            line.extend_from_slice(tail.as_bytes());
+            Lookup::Error(CmdError::from_bytes(line))
+        }
         Some(sub) if !sub.arity_ok(argv.len()) => Lookup::Error(CmdError::arity(sub.name)),
         Some(sub) => Lookup::Found(index, sub),
     }
@@ -628,28 +630,28 @@ pub fn lookup(argv: &[&[u8]]) -> Lookup {
 
 /// What C's `%.Ns` prints of a byte string: up to the first NUL, at most
 /// `max` bytes.
-fn c_str_prefix(s: &[u8], max: usize) -> String {
+fn c_str_prefix(s: &[u8], max: usize) -> &[u8] {
     let end = s.iter().position(|&b| b == 0).unwrap_or(s.len()).min(max);
-    String::from_utf8_lossy(&s[..end]).into_owned()
+    &s[..end]
 }
 
 /// Redis's "unknown command" error, arguments quoted up to 128 bytes in all.
 pub fn unknown_command(argv: &[&[u8]]) -> CmdError {
-    let mut listed = String::new();
+    let mut listed: Vec<u8> = Vec::new();
     for arg in &argv[1..] {
         if listed.len() >= 128 {
             break;
         }
         let room = 128 - listed.len();
-        listed.push('\'');
-        listed.push_str(&c_str_prefix(arg, room));
-        listed.push_str("' ");
+        listed.push(b'\'');
+        listed.extend_from_slice(c_str_prefix(arg, room));
+        listed.extend_from_slice(b"' ");
     }
-    CmdError::new(format!(
-        "ERR unknown command '{}', with args beginning with: {}",
-        c_str_prefix(argv[0], 128),
-        listed
-    ))
+    let mut line = b"ERR unknown command '".to_vec();
+    line.extend_from_slice(c_str_prefix(argv[0], 128));
+    line.extend_from_slice(b"', with args beginning with: ");
+    line.extend_from_slice(&listed);
+    CmdError::from_bytes(line)
 }
 
 #[cfg(test)]
@@ -666,7 +668,7 @@ mod tests {
     #[test]
     fn arity_and_subcommand_errors() {
         let err = |argv: &[&[u8]]| match lookup(argv) {
-            Lookup::Error(e) => e.0.into_owned(),
+            Lookup::Error(e) => String::from_utf8_lossy(&e.0).into_owned(),
             Lookup::Found(_, s) => format!("found {}", s.name),
         };
         assert_eq!(

@@ -37,7 +37,7 @@ pub fn exec(ctx: &mut Ctx<'_>, _argv: &[&[u8]]) -> CmdResult {
         let argv: Vec<&[u8]> = argv.iter().map(Vec::as_slice).collect();
         match table::lookup(&argv) {
             table::Lookup::Found(_, spec) => super::run(ctx, *index, spec, &argv),
-            table::Lookup::Error(err) => ctx.out.error(&err.0),
+            table::Lookup::Error(err) => ctx.out.error_bytes(&err.0),
         }
         ctx.now = crate::keyspace::now_ms();
     }
