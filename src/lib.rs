@@ -10,3 +10,4 @@ pub mod net;
 pub mod resp;
 pub mod server;
 pub mod signals;
+pub mod storage;
