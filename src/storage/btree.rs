@@ -335,6 +335,8 @@ pub struct TreeWriter<'a, S: PageSource + ?Sized, A: PageAlloc> {
     /// Payload extents of entries that were replaced or removed. The caller
     /// releases those that no new entry still points at (RENAME keeps them).
     pub dropped_extents: Vec<(u64, u32)>,
+    /// Keys added minus keys removed, per database.
+    pub key_delta: [i64; super::page::DATABASES],
 }
 
 /// A change to apply: the new entry, or None to delete the key.
@@ -348,6 +350,7 @@ impl<'a, S: PageSource + ?Sized, A: PageAlloc> TreeWriter<'a, S, A> {
             txid,
             written: Vec::new(),
             dropped_extents: Vec::new(),
+            key_delta: [0; super::page::DATABASES],
         }
     }
 
@@ -370,6 +373,9 @@ impl<'a, S: PageSource + ?Sized, A: PageAlloc> TreeWriter<'a, S, A> {
                 .iter()
                 .filter_map(|(k, v)| v.as_ref().map(|m| (k.as_slice(), m)))
                 .collect();
+            for (k, _) in &entries {
+                self.count(k, 1);
+            }
             self.write_leaves(&entries)
         } else {
             self.update(root, changes, 0)?
@@ -381,6 +387,15 @@ impl<'a, S: PageSource + ?Sized, A: PageAlloc> TreeWriter<'a, S, A> {
             level = self.write_branches(&children);
         }
         Ok(level.first().map_or(0, |(_, id)| *id))
+    }
+
+    fn count(&mut self, key: &[u8], delta: i64) {
+        if let Some(slot) = key
+            .first()
+            .and_then(|&db| self.key_delta.get_mut(db as usize))
+        {
+            *slot += delta;
+        }
     }
 
     fn update(
@@ -411,11 +426,17 @@ impl<'a, S: PageSource + ?Sized, A: PageAlloc> TreeWriter<'a, S, A> {
                         continue;
                     }
                     let (key, new) = &changes[j];
-                    if i < entries.len() && entries[i].0 == key.as_slice() {
+                    let existed = i < entries.len() && entries[i].0 == key.as_slice();
+                    if existed {
                         if let Payload::Extent { page, pages, .. } = entries[i].1.payload {
                             self.dropped_extents.push((page, pages));
                         }
                         i += 1;
+                    }
+                    match (existed, new.is_some()) {
+                        (false, true) => self.count(key, 1),
+                        (true, false) => self.count(key, -1),
+                        _ => {}
                     }
                     if let Some(meta) = new {
                         merged.push((key.as_slice(), meta));
