@@ -42,6 +42,25 @@ pub struct Config {
     #[argh(option)]
     pub threads: Option<usize>,
 
+    /// memory for decoded bitmaps of unchanged keys, e.g. 64MiB, 1GiB
+    /// (default 96MiB)
+    #[argh(option, default = "String::from(\"96MiB\")")]
+    pub cache_size: String,
+
+    /// when the write-ahead log is flushed to disk: always, everysec or no
+    /// (default everysec)
+    #[argh(option, default = "String::from(\"everysec\")")]
+    pub fsync: String,
+
+    /// seconds between checkpoints while there are changes (default 300)
+    #[argh(option, default = "300")]
+    pub checkpoint_interval: u64,
+
+    /// checkpoint when the write-ahead log grows past this size (default
+    /// 64MiB)
+    #[argh(option, default = "String::from(\"64MiB\")")]
+    pub checkpoint_log_size: String,
+
     /// log level: error, warn, info, debug, trace (default info; RUST_LOG
     /// overrides it with a full filter)
     #[argh(option, default = "String::from(\"info\")")]
@@ -111,6 +130,34 @@ pub fn normalize_args(args: &[String]) -> Vec<String> {
         }
     }
     out
+}
+
+/// Parses a size: a number with an optional unit. `K`, `M`, `G` and
+/// `KiB`, `MiB`, `GiB` are powers of 1024; `KB`, `MB`, `GB` powers of 1000;
+/// `B` or nothing is bytes. Case does not matter.
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (digits, unit) = t.split_at(split);
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("{text:?} is not a size (examples: 64MiB, 1GiB, 500MB, 1048576)"))?;
+    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kib" => 1 << 10,
+        "m" | "mib" => 1 << 20,
+        "g" | "gib" => 1 << 30,
+        "kb" => 1_000,
+        "mb" => 1_000_000,
+        "gb" => 1_000_000_000,
+        other => {
+            return Err(format!(
+                "unknown size unit {other:?} in {text:?} (use KiB, MiB, GiB, KB, MB or GB)"
+            ))
+        }
+    };
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("{text:?} is too large"))
 }
 
 /// What `main` should do after parsing.
@@ -210,6 +257,18 @@ mod tests {
                 _ => panic!("{v:?} did not print the version"),
             }
         }
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("64MiB"), Ok(64 << 20));
+        assert_eq!(parse_size("1GiB"), Ok(1 << 30));
+        assert_eq!(parse_size("500MB"), Ok(500_000_000));
+        assert_eq!(parse_size("12k"), Ok(12 << 10));
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert!(parse_size("MiB").is_err());
+        assert!(parse_size("10 parsecs").is_err());
+        assert!(parse_size("99999999999999GiB").is_err());
     }
 
     #[test]

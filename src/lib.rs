@@ -4,9 +4,11 @@
 
 pub mod command;
 pub mod config;
+pub mod import;
 pub mod keyspace;
 pub mod logging;
 pub mod net;
+pub mod persistence;
 pub mod resp;
 pub mod server;
 pub mod signals;

@@ -3,7 +3,7 @@
 
 use bitmapist_server::config::{self, Parsed, VERSION};
 use bitmapist_server::server::Server;
-use bitmapist_server::{keyspace, logging, net, signals};
+use bitmapist_server::{keyspace, logging, net, persistence, signals};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
@@ -45,11 +45,13 @@ fn run(config: config::Config) -> ExitCode {
         threads = config.thread_count(),
         "bitmapist-server starting"
     );
-    tracing::warn!(
-        database = %config.db.display(),
-        "persistence is not enabled in this build yet: data lives in memory and is lost on exit"
-    );
-    let server = Arc::new(Server::new(config));
+    let server = match persistence::open(config) {
+        Ok(server) => server,
+        Err(e) => {
+            eprintln!("bitmapist-server: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     if let Err(e) = signals::spawn_handler(server.clone()) {
         eprintln!("bitmapist-server: cannot start the signal thread: {e}");
         return ExitCode::FAILURE;

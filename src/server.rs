@@ -65,6 +65,7 @@ impl ClientShared {
 pub struct Server {
     pub config: Config,
     pub keyspace: Mutex<Keyspace>,
+    pub storage: crate::persistence::Storage,
     pub stats: Stats,
     pub started: Instant,
     pub started_unix_ms: u64,
@@ -81,10 +82,11 @@ pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Server {
-    pub fn new(config: Config) -> Server {
+    pub fn new(config: Config, keyspace: Keyspace, storage: crate::persistence::Storage) -> Server {
         Server {
             config,
-            keyspace: Mutex::new(Keyspace::new()),
+            keyspace: Mutex::new(keyspace),
+            storage,
             stats: Stats {
                 per_command: (0..crate::command::table::COMMANDS.len())
                     .map(|_| AtomicU64::new(0))
@@ -140,11 +142,30 @@ impl Server {
         lock(&self.clients).len()
     }
 
-    /// Stops the process: called by SHUTDOWN and by SIGTERM/SIGINT.
+    /// Stops the process: called by SHUTDOWN and by SIGTERM/SIGINT. A final
+    /// checkpoint writes every change first; if it fails, the write-ahead
+    /// log still holds them and the next start replays it. Must be called
+    /// without holding the keyspace lock.
     pub fn shutdown(&self, reason: &str) -> ! {
+        static SHUTTING_DOWN: std::sync::Once = std::sync::Once::new();
+        let mut first = false;
+        SHUTTING_DOWN.call_once(|| first = true);
+        if !first {
+            // Another thread is already shutting down; it will exit.
+            loop {
+                std::thread::park();
+            }
+        }
         tracing::info!(reason, "shutting down");
-        // Hold the keyspace so no command runs while the process exits.
-        let _keyspace = self.keyspace();
+        match self.storage.shutdown() {
+            Ok(()) => tracing::info!("final checkpoint written"),
+            Err(e) => {
+                tracing::error!(error = %e, "final checkpoint failed; the write-ahead log keeps the changes");
+                self.storage
+                    .log
+                    .wait_written(std::time::Duration::from_secs(10));
+            }
+        }
         std::process::exit(0)
     }
 }

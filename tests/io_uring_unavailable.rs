@@ -14,18 +14,42 @@ fn deny_io_uring(cmd: &mut Command, errno: u32) {
         cmd.pre_exec(move || {
             let filter = [
                 // Load the syscall number.
-                libc::sock_filter { code: 0x20, jt: 0, jf: 0, k: 0 },
+                libc::sock_filter {
+                    code: 0x20,
+                    jt: 0,
+                    jf: 0,
+                    k: 0,
+                },
                 // io_uring_setup (425 on every architecture's unified table)?
-                libc::sock_filter { code: 0x15, jt: 0, jf: 1, k: 425 },
-                libc::sock_filter { code: 0x06, jt: 0, jf: 0, k: 0x0005_0000 | errno },
-                libc::sock_filter { code: 0x06, jt: 0, jf: 0, k: 0x7fff_0000 },
+                libc::sock_filter {
+                    code: 0x15,
+                    jt: 0,
+                    jf: 1,
+                    k: 425,
+                },
+                libc::sock_filter {
+                    code: 0x06,
+                    jt: 0,
+                    jf: 0,
+                    k: 0x0005_0000 | errno,
+                },
+                libc::sock_filter {
+                    code: 0x06,
+                    jt: 0,
+                    jf: 0,
+                    k: 0x7fff_0000,
+                },
             ];
             let prog = libc::sock_fprog {
                 len: filter.len() as u16,
                 filter: filter.as_ptr() as *mut libc::sock_filter,
             };
             if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0
-                || libc::prctl(libc::PR_SET_SECCOMP, libc::SECCOMP_MODE_FILTER, &prog as *const _) != 0
+                || libc::prctl(
+                    libc::PR_SET_SECCOMP,
+                    libc::SECCOMP_MODE_FILTER,
+                    &prog as *const _,
+                ) != 0
             {
                 return Err(std::io::Error::last_os_error());
             }
@@ -45,7 +69,10 @@ fn run_denied(errno: u32) -> (Option<i32>, String) {
         .stderr(Stdio::piped());
     deny_io_uring(&mut cmd, errno);
     let out = cmd.output().expect("run the server");
-    (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 /// Everything the server printed: it must be one `bitmapist-server: ...` line.
@@ -65,7 +92,10 @@ fn seccomp_eperm_is_named_in_one_line() {
     assert!(!stderr.contains("panicked"), "stderr: {stderr}");
     let lines = error_lines(&stderr);
     assert_eq!(lines.len(), 1, "stderr: {stderr}");
-    assert!(lines[0].contains("io_uring") && lines[0].contains("seccomp"), "stderr: {stderr}");
+    assert!(
+        lines[0].contains("io_uring") && lines[0].contains("seccomp"),
+        "stderr: {stderr}"
+    );
 }
 
 #[test]

@@ -4,7 +4,8 @@
 
 use super::args::{self, parse_i64};
 use super::{CmdError, CmdResult, Ctx};
-use crate::keyspace::{BitOp, BitString, Entry, RangeUnit};
+use crate::keyspace::{BitOp, BitString, RangeUnit};
+use std::sync::Arc;
 
 /// The largest bit offset: Redis's 512 MiB string limit, in bits, minus one.
 pub const MAX_BIT_OFFSET: u64 = (512 * 1024 * 1024 * 8) - 1;
@@ -24,11 +25,7 @@ pub fn setbit(ctx: &mut Ctx<'_>, argv: &[&[u8]]) -> CmdResult {
         _ => return Err(CmdError::new("ERR bit is not an integer or out of range")),
     };
     let now = ctx.now;
-    let old = ctx
-        .db()
-        .get_or_create(argv[1], now)
-        .value
-        .set_bit(offset, value);
+    let old = ctx.db().value_mut(argv[1], now)?.set_bit(offset, value);
     ctx.out.int(i64::from(old));
     Ok(())
 }
@@ -38,8 +35,8 @@ pub fn getbit(ctx: &mut Ctx<'_>, argv: &[&[u8]]) -> CmdResult {
     let now = ctx.now;
     let bit = ctx
         .db()
-        .get(argv[1], now)
-        .is_some_and(|e| e.value.get_bit(u64::from(offset)));
+        .value(argv[1], now)?
+        .is_some_and(|v| v.get_bit(u64::from(offset)));
     ctx.out.int(i64::from(bit));
     Ok(())
 }
@@ -57,12 +54,13 @@ fn unit(arg: &[u8]) -> Result<RangeUnit, CmdError> {
 pub fn bitcount(ctx: &mut Ctx<'_>, argv: &[&[u8]]) -> CmdResult {
     let now = ctx.now;
     // Redis looks the key up first: a missing key answers 0 whatever follows.
-    let Some(entry) = ctx.db().get(argv[1], now) else {
+    let Some(meta) = ctx.db().meta(argv[1], now)? else {
         ctx.out.int(0);
         return Ok(());
     };
     let count = match argv.len() {
-        2 => entry.value.count(),
+        // The directory keeps the cardinality: no bitmap is decoded.
+        2 => meta.cardinality,
         4 | 5 => {
             let start = args::int(argv[2])?;
             let end = args::int(argv[3])?;
@@ -70,7 +68,10 @@ pub fn bitcount(ctx: &mut Ctx<'_>, argv: &[&[u8]]) -> CmdResult {
                 Some(u) => unit(u)?,
                 None => RangeUnit::Byte,
             };
-            entry.value.count_range(start, end, unit)
+            match ctx.db().value(argv[1], now)? {
+                Some(v) => v.count_range(start, end, unit),
+                None => 0,
+            }
         }
         _ => return Err(CmdError::syntax()),
     };
@@ -85,7 +86,7 @@ pub fn bitpos(ctx: &mut Ctx<'_>, argv: &[&[u8]]) -> CmdResult {
         _ => return Err(CmdError::new("ERR The bit argument must be 1 or 0.")),
     };
     let now = ctx.now;
-    let Some(entry) = ctx.db().get(argv[1], now) else {
+    let Some(value) = ctx.db().value(argv[1], now)? else {
         // A missing key is an empty string: no set bit, and the first clear bit is 0.
         ctx.out.int(if bit { -1 } else { 0 });
         return Ok(());
@@ -100,7 +101,7 @@ pub fn bitpos(ctx: &mut Ctx<'_>, argv: &[&[u8]]) -> CmdResult {
     };
     let start = argv.get(3).map(|a| args::int(a)).transpose()?;
     let end = argv.get(4).map(|a| args::int(a)).transpose()?;
-    let pos = entry.value.position(bit, start, end, unit);
+    let pos = value.position(bit, start, end, unit);
     ctx.out.int(pos);
     Ok(())
 }
@@ -120,23 +121,18 @@ pub fn bitop(ctx: &mut Ctx<'_>, argv: &[&[u8]]) -> CmdResult {
         ));
     }
     let now = ctx.now;
-    let db = ctx.db();
-    // Expire stale sources first so the lookups below can share the map.
-    for key in sources {
-        db.get(key, now);
-    }
-    let result = {
-        let values: Vec<Option<&BitString>> = sources
-            .iter()
-            .map(|k| db.peek(k).map(|e| &e.value))
-            .collect();
-        BitString::bitop(op, &values)
-    };
+    let mut db = ctx.db();
+    let values: Vec<Option<Arc<BitString>>> = sources
+        .iter()
+        .map(|k| db.value(k, now))
+        .collect::<Result<_, _>>()?;
+    let refs: Vec<Option<&BitString>> = values.iter().map(|v| v.as_deref()).collect();
+    let result = BitString::bitop(op, &refs);
     let len = result.len();
     if len == 0 {
-        db.remove(argv[2], now);
+        db.remove(argv[2], now)?;
     } else {
-        db.insert(argv[2].to_vec(), Entry::new(result));
+        db.put(argv[2], result, None)?;
     }
     ctx.out.int(len as i64);
     Ok(())

@@ -65,12 +65,12 @@ fn expire_generic(
         when = when.checked_add(ctx.now as i64).ok_or_else(invalid)?;
     }
     let now = ctx.now;
-    let db = ctx.db();
-    let Some(entry) = db.get(argv[1], now) else {
+    let mut db = ctx.db();
+    let Some(meta) = db.meta(argv[1], now)? else {
         ctx.out.int(0);
         return Ok(());
     };
-    let current = entry.expire_at().map(|t| t as i64);
+    let current = meta.expire_at.map(|t| t as i64);
     let refused = (cond.nx && current.is_some())
         || (cond.xx && current.is_none())
         || (cond.gt && current.is_none_or(|c| when <= c))
@@ -80,9 +80,9 @@ fn expire_generic(
         return Ok(());
     }
     if when <= now as i64 {
-        db.remove(argv[1], now);
+        db.remove(argv[1], now)?;
     } else {
-        db.set_expire(argv[1], Some(when as u64), now);
+        db.set_expire(argv[1], Some(when as u64), now)?;
     }
     ctx.out.int(1);
     Ok(())
@@ -107,9 +107,9 @@ pub fn pexpireat(ctx: &mut Ctx<'_>, argv: &[&[u8]]) -> CmdResult {
 /// TTL family: `ms` for milliseconds, `absolute` for the *TIME variants.
 fn ttl_generic(ctx: &mut Ctx<'_>, argv: &[&[u8]], ms: bool, absolute: bool) -> CmdResult {
     let now = ctx.now;
-    let reply = match ctx.db().get(argv[1], now) {
+    let reply = match ctx.db().meta(argv[1], now)? {
         None => -2,
-        Some(e) => match e.expire_at() {
+        Some(m) => match m.expire_at {
             None => -1,
             Some(at) => {
                 let t = if absolute { at } else { at.saturating_sub(now) };
@@ -140,12 +140,12 @@ pub fn pexpiretime(ctx: &mut Ctx<'_>, argv: &[&[u8]]) -> CmdResult {
 
 pub fn persist(ctx: &mut Ctx<'_>, argv: &[&[u8]]) -> CmdResult {
     let now = ctx.now;
-    let db = ctx.db();
+    let mut db = ctx.db();
     let had_ttl = db
-        .get(argv[1], now)
-        .is_some_and(|e| e.expire_at().is_some());
+        .meta(argv[1], now)?
+        .is_some_and(|m| m.expire_at.is_some());
     if had_ttl {
-        db.set_expire(argv[1], None, now);
+        db.set_expire(argv[1], None, now)?;
     }
     ctx.out.int(i64::from(had_ttl));
     Ok(())

@@ -6,26 +6,29 @@ use super::{CmdError, CmdResult, Ctx};
 
 pub fn del(ctx: &mut Ctx<'_>, argv: &[&[u8]]) -> CmdResult {
     let now = ctx.now;
-    let db = ctx.db();
-    let deleted = argv[1..]
-        .iter()
-        .filter(|k| db.remove(k, now).is_some())
-        .count();
+    let mut db = ctx.db();
+    let mut deleted = 0;
+    for k in &argv[1..] {
+        deleted += usize::from(db.remove(k, now)?);
+    }
     ctx.out.int(deleted as i64);
     Ok(())
 }
 
 pub fn exists(ctx: &mut Ctx<'_>, argv: &[&[u8]]) -> CmdResult {
     let now = ctx.now;
-    let db = ctx.db();
-    let found = argv[1..].iter().filter(|k| db.contains(k, now)).count();
+    let mut db = ctx.db();
+    let mut found = 0;
+    for k in &argv[1..] {
+        found += usize::from(db.contains(k, now)?);
+    }
     ctx.out.int(found as i64);
     Ok(())
 }
 
 pub fn type_(ctx: &mut Ctx<'_>, argv: &[&[u8]]) -> CmdResult {
     let now = ctx.now;
-    let exists = ctx.db().contains(argv[1], now);
+    let exists = ctx.db().contains(argv[1], now)?;
     ctx.out.simple(if exists { "string" } else { "none" });
     Ok(())
 }
@@ -33,7 +36,7 @@ pub fn type_(ctx: &mut Ctx<'_>, argv: &[&[u8]]) -> CmdResult {
 pub fn keys(ctx: &mut Ctx<'_>, argv: &[&[u8]]) -> CmdResult {
     let now = ctx.now;
     let (db, out) = ctx.db_and_out();
-    let keys = db.keys(argv[1], now);
+    let keys = db.keys(argv[1], now)?;
     out.array(keys.len());
     for k in &keys {
         out.bulk(k);
@@ -71,7 +74,7 @@ pub fn scan(ctx: &mut Ctx<'_>, argv: &[&[u8]]) -> CmdResult {
     } else {
         let now = ctx.now;
         let db = ctx.session.db;
-        ctx.keyspace().scan(db, cursor, count, pattern, now)
+        ctx.keyspace().scan(db, cursor, count, pattern, now)?
     };
     ctx.out.array(2);
     ctx.out.bulk(next.to_string().as_bytes());
@@ -86,19 +89,17 @@ pub fn scan(ctx: &mut Ctx<'_>, argv: &[&[u8]]) -> CmdResult {
 fn rename_generic(ctx: &mut Ctx<'_>, argv: &[&[u8]], nx: bool) -> Result<bool, CmdError> {
     let (src, dst) = (argv[1], argv[2]);
     let now = ctx.now;
-    let db = ctx.db();
-    if !db.contains(src, now) {
+    let mut db = ctx.db();
+    if !db.contains(src, now)? {
         return Err(CmdError::new("ERR no such key"));
     }
     if src == dst {
         return Ok(!nx);
     }
-    if nx && db.contains(dst, now) {
+    if nx && db.contains(dst, now)? {
         return Ok(false);
     }
-    if let Some(entry) = db.remove(src, now) {
-        db.insert(dst.to_vec(), entry);
-    }
+    db.rename(src, dst, now)?;
     Ok(true)
 }
 

@@ -51,6 +51,13 @@ impl CmdError {
     }
 }
 
+impl From<crate::storage::StorageError> for CmdError {
+    fn from(e: crate::storage::StorageError) -> Self {
+        tracing::error!(error = %e, "storage error while running a command");
+        CmdError::new(format!("ERR {e}"))
+    }
+}
+
 /// An open MULTI block.
 #[derive(Debug, Default)]
 pub struct Transaction {
@@ -68,6 +75,9 @@ pub struct Session {
     pub close_after_reply: bool,
     /// SHUTDOWN was accepted: stop the server after this batch.
     pub shutdown_requested: bool,
+    /// Log position of this client's last logged write: its replies wait
+    /// until the log is written that far.
+    pub last_lsn: u64,
 }
 
 impl Session {
@@ -78,6 +88,7 @@ impl Session {
             multi: None,
             close_after_reply: false,
             shutdown_requested: false,
+            last_lsn: 0,
         }
     }
 }
@@ -92,6 +103,11 @@ pub struct Ctx<'a> {
     guard: Option<MutexGuard<'a, Keyspace>>,
     /// Unix milliseconds, fixed for the duration of one command.
     pub now: u64,
+    /// Replaying the log at start-up: nothing is logged again.
+    pub replaying: bool,
+    /// Write commands run since the last log record (an EXEC logs its
+    /// commands as one record, so recovery never sees half of it).
+    log: LogRecord,
 }
 
 impl<'a> Ctx<'a> {
@@ -102,6 +118,8 @@ impl<'a> Ctx<'a> {
             out,
             guard: None,
             now: crate::keyspace::now_ms(),
+            replaying: false,
+            log: LogRecord::default(),
         }
     }
 
@@ -112,14 +130,14 @@ impl<'a> Ctx<'a> {
     }
 
     /// The session's selected database.
-    pub fn db(&mut self) -> &mut Db {
+    pub fn db(&mut self) -> Db<'_> {
         let index = self.session.db;
         self.keyspace().db(index)
     }
 
     /// The selected database and the reply buffer, borrowed together (so a
     /// value can be encoded straight from the keyspace).
-    pub fn db_and_out(&mut self) -> (&mut Db, &mut ReplyBuf) {
+    pub fn db_and_out(&mut self) -> (Db<'_>, &mut ReplyBuf) {
         let server = self.server;
         let index = self.session.db;
         let keyspace = self.guard.get_or_insert_with(|| server.keyspace());
@@ -144,6 +162,17 @@ pub fn execute(ctx: &mut Ctx<'_>, argv: &[&[u8]]) {
         );
     }
     let (index, spec) = match table::lookup(argv) {
+        Lookup::Found(_, spec) if spec.is_write() && ctx.server.storage.log.is_failing() => {
+            if let Some(tx) = ctx.session.multi.as_mut() {
+                tx.failed = true;
+            }
+            let why = ctx.server.storage.log.failure().unwrap_or_default();
+            ctx.out.error(&format!(
+                "MISCONF Writes are refused because the write-ahead log cannot be written ({why}). \
+                 Reads keep working; writes resume when the disk recovers."
+            ));
+            return;
+        }
         Lookup::Found(index, spec) => (index, spec),
         Lookup::Error(err) => {
             if argv
@@ -174,6 +203,89 @@ pub fn execute(ctx: &mut Ctx<'_>, argv: &[&[u8]]) {
         }
     }
     run(ctx, index, spec, argv);
+    flush_log(ctx);
+}
+
+/// Write commands collected for one log record.
+#[derive(Default)]
+struct LogRecord {
+    commands: u32,
+    bytes: Vec<u8>,
+}
+
+/// Log record layout: `count: u32`, then per command `time_ms: u64`,
+/// `db: u8`, `argc: u32`, and per argument `len: u32` + bytes (LE).
+fn log_command(ctx: &mut Ctx<'_>, argv: &[&[u8]]) {
+    let rec = &mut ctx.log;
+    if rec.commands == 0 {
+        rec.bytes.clear();
+        rec.bytes.extend_from_slice(&0u32.to_le_bytes());
+    }
+    rec.commands += 1;
+    rec.bytes.extend_from_slice(&ctx.now.to_le_bytes());
+    rec.bytes.push(ctx.session.db as u8);
+    rec.bytes
+        .extend_from_slice(&(argv.len() as u32).to_le_bytes());
+    for a in argv {
+        rec.bytes.extend_from_slice(&(a.len() as u32).to_le_bytes());
+        rec.bytes.extend_from_slice(a);
+    }
+}
+
+/// Appends the collected write commands to the log as one record.
+fn flush_log(ctx: &mut Ctx<'_>) {
+    if ctx.log.commands == 0 {
+        return;
+    }
+    let count = ctx.log.commands;
+    ctx.log.bytes[0..4].copy_from_slice(&count.to_le_bytes());
+    ctx.log.commands = 0;
+    ctx.session.last_lsn = ctx.server.storage.log.append(&ctx.log.bytes);
+}
+
+/// Replays one log record at start-up. Returns the number of commands.
+pub fn replay_record(ctx: &mut Ctx<'_>, record: &[u8]) -> Result<u32, String> {
+    fn take<'r>(rec: &mut &'r [u8], n: usize) -> Result<&'r [u8], String> {
+        if rec.len() < n {
+            return Err(String::from("truncated log record"));
+        }
+        let (head, tail) = rec.split_at(n);
+        *rec = tail;
+        Ok(head)
+    }
+    fn u32_of(b: &[u8]) -> u32 {
+        u32::from_le_bytes([b[0], b[1], b[2], b[3]])
+    }
+    let mut rec = record;
+    let count = u32_of(take(&mut rec, 4)?);
+    ctx.replaying = true;
+    for _ in 0..count {
+        let mut ts = [0u8; 8];
+        ts.copy_from_slice(take(&mut rec, 8)?);
+        let db = take(&mut rec, 1)?[0] as usize;
+        if db >= crate::keyspace::DATABASES {
+            return Err(format!("log record names database {db}"));
+        }
+        let argc = u32_of(take(&mut rec, 4)?) as usize;
+        let mut argv: Vec<&[u8]> = Vec::with_capacity(argc.min(1024));
+        for _ in 0..argc {
+            let len = u32_of(take(&mut rec, 4)?) as usize;
+            argv.push(take(&mut rec, len)?);
+        }
+        ctx.session.db = db;
+        ctx.now = u64::from_le_bytes(ts);
+        match table::lookup(&argv) {
+            Lookup::Found(index, spec) => run(ctx, index, spec, &argv),
+            Lookup::Error(e) => {
+                return Err(format!(
+                    "log record holds an invalid command: {}",
+                    String::from_utf8_lossy(&e.0)
+                ))
+            }
+        }
+    }
+    ctx.out.clear();
+    Ok(count)
 }
 
 /// Runs an already looked-up command (also used by EXEC for queued ones).
@@ -183,7 +295,28 @@ pub fn run(ctx: &mut Ctx<'_>, index: usize, spec: &CommandSpec, argv: &[&[u8]]) 
     if let Some(counter) = stats.per_command.get(index) {
         counter.fetch_add(1, Relaxed);
     }
-    if let Err(err) = (spec.handler)(ctx, argv) {
-        ctx.out.error_bytes(&err.0);
+    match (spec.handler)(ctx, argv) {
+        Ok(()) if spec.is_write() && !ctx.replaying => log_command(ctx, argv),
+        Ok(()) => {}
+        Err(err) => ctx.out.error_bytes(&err.0),
+    }
+}
+
+/// Keys whose decoded values `argv` needs (so a connection can read cold
+/// payloads with io_uring before running it).
+pub fn value_keys<'a>(argv: &[&'a [u8]]) -> Vec<&'a [u8]> {
+    let Some(name) = argv.first() else {
+        return Vec::new();
+    };
+    let lower = name.to_ascii_lowercase();
+    match lower.as_slice() {
+        b"get" | b"getbit" | b"bitpos" | b"setbit" if argv.len() > 1 => vec![argv[1]],
+        b"bitcount" if argv.len() > 2 => vec![argv[1]],
+        b"mget" => argv[1..].to_vec(),
+        b"bitop" if argv.len() > 3 => argv[3..].to_vec(),
+        b"set" if argv.len() > 3 && argv[3..].iter().any(|a| a.eq_ignore_ascii_case(b"get")) => {
+            vec![argv[1]]
+        }
+        _ => Vec::new(),
     }
 }

@@ -28,7 +28,7 @@ fn flush_mode(argv: &[&[u8]]) -> CmdResult {
 
 pub fn flushdb(ctx: &mut Ctx<'_>, argv: &[&[u8]]) -> CmdResult {
     flush_mode(argv)?;
-    ctx.db().clear();
+    ctx.db().flush();
     ctx.out.ok();
     Ok(())
 }
@@ -67,6 +67,34 @@ pub fn shutdown(ctx: &mut Ctx<'_>, argv: &[&[u8]]) -> CmdResult {
     }
     // Replies nothing: the connection closes as the server stops.
     ctx.session.shutdown_requested = true;
+    Ok(())
+}
+
+pub fn save(ctx: &mut Ctx<'_>, _argv: &[&[u8]]) -> CmdResult {
+    // The checkpointer takes the keyspace lock: release ours first.
+    ctx.release();
+    ctx.server
+        .storage
+        .save()
+        .map_err(|e| CmdError::new(format!("ERR checkpoint failed: {e}")))?;
+    ctx.out.ok();
+    Ok(())
+}
+
+pub fn bgsave(ctx: &mut Ctx<'_>, argv: &[&[u8]]) -> CmdResult {
+    if argv.len() > 2 || argv.get(1).is_some_and(|a| !args::is(a, "schedule")) {
+        return Err(CmdError::syntax());
+    }
+    if !ctx.server.storage.background_save() {
+        return Err(CmdError::new("ERR the checkpointer is not running"));
+    }
+    ctx.out.simple("Background saving started");
+    Ok(())
+}
+
+pub fn lastsave(ctx: &mut Ctx<'_>, _argv: &[&[u8]]) -> CmdResult {
+    let ms = crate::server::lock(&ctx.server.storage.stats).last_checkpoint_unix_ms;
+    ctx.out.int((ms / 1000) as i64);
     Ok(())
 }
 
@@ -179,19 +207,59 @@ fn write_section(ctx: &mut Ctx<'_>, section: &str, t: &mut String) {
         ),
         "memory" => {
             let rss = rss_bytes();
+            let ks = ctx.keyspace();
+            let (cache_bytes, budget, cached, dirty) = (
+                ks.cache().bytes(),
+                ks.cache().budget(),
+                ks.cache().len(),
+                ks.dirty_bytes(),
+            );
+            let (hits, misses, evictions, sync_loads) =
+                (ks.cache().hits, ks.cache().misses, ks.cache().evictions, ks.sync_loads);
             write!(
                 t,
                 "# Memory\r\nused_memory:{rss}\r\nused_memory_human:{:.2}M\r\nused_memory_rss:{rss}\r\n\
-                 used_memory_rss_human:{:.2}M\r\nmaxmemory:0\r\nmaxmemory_policy:noeviction\r\n",
+                 used_memory_rss_human:{:.2}M\r\nmaxmemory:0\r\nmaxmemory_policy:noeviction\r\n\
+                 cache_bytes:{cache_bytes}\r\ncache_budget_bytes:{budget}\r\ncache_keys:{cached}\r\n\
+                 cache_hits:{hits}\r\ncache_misses:{misses}\r\ncache_evictions:{evictions}\r\n\
+                 cache_sync_loads:{sync_loads}\r\ndirty_bytes:{dirty}\r\n",
                 rss as f64 / 1048576.0,
                 rss as f64 / 1048576.0
             )
         }
-        "persistence" => write!(
-            t,
-            "# Persistence\r\nloading:0\r\npersistence_enabled:0\r\nrdb_changes_since_last_save:0\r\n\
-             rdb_bgsave_in_progress:0\r\naof_enabled:0\r\n"
-        ),
+        "persistence" => {
+            let storage = &server.storage;
+            let p = crate::server::lock(&storage.stats).clone();
+            let log = &storage.log;
+            let db_bytes = std::fs::metadata(&storage.db_path).map_or(0, |m| m.len());
+            let dirty = ctx.keyspace().dirty_bytes();
+            write!(
+                t,
+                "# Persistence\r\nloading:0\r\npersistence_enabled:1\r\nfsync:{}\r\n\
+                 wal_segment_bytes:{}\r\nwal_appended:{}\r\nwal_written:{}\r\nwal_write_ok:{}\r\n\
+                 wal_replayed_records:{}\r\ndirty_bytes:{dirty}\r\n\
+                 checkpoint_in_progress:{}\r\ncheckpoints:{}\r\nlast_checkpoint_time:{}\r\n\
+                 last_checkpoint_duration_ms:{}\r\nlast_checkpoint_status:{}\r\n\
+                 db_file_bytes:{db_bytes}\r\ndb_pages:{}\r\ndb_free_pages:{}\r\n\
+                 rdb_bgsave_in_progress:{}\r\nrdb_last_save_time:{}\r\nrdb_last_bgsave_status:{}\r\naof_enabled:1\r\n",
+                log.policy().name(),
+                log.segment_bytes(),
+                log.appended(),
+                log.written(),
+                u8::from(!log.is_failing()),
+                p.wal_replayed_records,
+                u8::from(p.checkpoint_running),
+                p.checkpoints,
+                p.last_checkpoint_unix_ms / 1000,
+                p.last_checkpoint_ms,
+                if p.last_checkpoint_error.is_some() { "err" } else { "ok" },
+                p.db_pages,
+                p.free_pages,
+                u8::from(p.checkpoint_running),
+                p.last_checkpoint_unix_ms / 1000,
+                if p.last_checkpoint_error.is_some() { "err" } else { "ok" },
+            )
+        }
         "stats" => write!(
             t,
             "# Stats\r\ntotal_connections_received:{}\r\ntotal_commands_processed:{}\r\n\
@@ -220,16 +288,19 @@ fn write_section(ctx: &mut Ctx<'_>, section: &str, t: &mut String) {
         }
         "keyspace" => {
             let _ = write!(t, "# Keyspace\r\n");
-            for (i, db) in ctx.keyspace().dbs().iter().enumerate() {
-                if !db.is_empty() {
-                    let _ = write!(t, "db{i}:keys={},expires={},avg_ttl=0\r\n", db.len(), db.volatile_len());
+            let ks = ctx.keyspace();
+            for i in 0..crate::keyspace::DATABASES {
+                let keys = ks.key_count(i);
+                if keys > 0 {
+                    let _ = write!(t, "db{i}:keys={keys},expires=0,avg_ttl=0\r\n");
                 }
             }
             Ok(())
         }
         "keys" => {
-            let total = ctx.keyspace().total_keys();
-            write!(t, "# Keys\r\nkeys_total:{total}\r\nkeys_cached:{total}\r\n")
+            let ks = ctx.keyspace();
+            let (total, cached) = (ks.total_keys(), ks.cache().len());
+            write!(t, "# Keys\r\nkeys_total:{total}\r\nkeys_cached:{cached}\r\n")
         }
         "commands" => {
             let _ = write!(t, "# Commands\r\n");

@@ -4,7 +4,7 @@
 
 use super::args;
 use super::{CmdError, CmdResult, Ctx};
-use crate::keyspace::{BitString, Entry};
+use crate::keyspace::BitString;
 use crate::resp::ReplyBuf;
 
 fn reply_value(out: &mut ReplyBuf, value: Option<&BitString>) {
@@ -16,24 +16,28 @@ fn reply_value(out: &mut ReplyBuf, value: Option<&BitString>) {
 
 pub fn get(ctx: &mut Ctx<'_>, argv: &[&[u8]]) -> CmdResult {
     let now = ctx.now;
-    let (db, out) = ctx.db_and_out();
-    reply_value(out, db.get(argv[1], now).map(|e| &e.value));
+    let (mut db, out) = ctx.db_and_out();
+    reply_value(out, db.value(argv[1], now)?.as_deref());
     Ok(())
 }
 
 pub fn mget(ctx: &mut Ctx<'_>, argv: &[&[u8]]) -> CmdResult {
     let now = ctx.now;
-    let (db, out) = ctx.db_and_out();
-    out.array(argv.len() - 1);
-    for key in &argv[1..] {
-        reply_value(out, db.get(key, now).map(|e| &e.value));
+    let (mut db, out) = ctx.db_and_out();
+    let values: Vec<_> = argv[1..]
+        .iter()
+        .map(|k| db.value(k, now))
+        .collect::<Result<_, _>>()?;
+    out.array(values.len());
+    for v in &values {
+        reply_value(out, v.as_deref());
     }
     Ok(())
 }
 
 pub fn strlen(ctx: &mut Ctx<'_>, argv: &[&[u8]]) -> CmdResult {
     let now = ctx.now;
-    let len = ctx.db().get(argv[1], now).map_or(0, |e| e.value.len());
+    let len = ctx.db().meta(argv[1], now)?.map_or(0, |m| m.len);
     ctx.out.int(len as i64);
     Ok(())
 }
@@ -114,42 +118,35 @@ pub fn set(ctx: &mut Ctx<'_>, argv: &[&[u8]]) -> CmdResult {
     };
 
     let now = ctx.now;
-    let index = ctx.session.db;
-    let db = ctx.keyspace().db(index);
-    let old = db.get(argv[1], now);
+    let mut db = ctx.db();
+    let old = db.meta(argv[1], now)?;
     let exists = old.is_some();
-    let old_value = if get {
-        old.map(|e| e.value.clone())
-    } else {
-        None
-    };
-    let old_expire = old.and_then(Entry::expire_at);
+    let old_value = if get { db.value(argv[1], now)? } else { None };
     let allowed = match condition {
         Condition::Always => true,
         Condition::IfMissing => !exists,
         Condition::IfExists => exists,
     };
     if allowed {
-        let mut entry = Entry::new(BitString::from_bytes(argv[2]));
         let expire_at = match expiry {
             Expiry::Clear => None,
-            Expiry::Keep => old_expire.map(|t| t as i64),
+            Expiry::Keep => old.and_then(|m| m.expire_at).map(|t| t as i64),
             Expiry::At(ms) => Some(ms),
         };
         match expire_at {
             Some(at) if at <= now as i64 => {
                 // Already in the past (EXAT/PXAT): the key is set and expires at once.
-                db.remove(argv[1], now);
+                db.remove(argv[1], now)?;
             }
-            Some(at) => {
-                db.insert(argv[1].to_vec(), std::mem::take(&mut entry));
-                db.set_expire(argv[1], Some(at as u64), now);
-            }
-            None => db.insert(argv[1].to_vec(), entry),
+            at => db.put(
+                argv[1],
+                BitString::from_bytes(argv[2]),
+                at.map(|t| t as u64),
+            )?,
         }
     }
     if get {
-        reply_value(ctx.out, old_value.as_ref());
+        reply_value(ctx.out, old_value.as_deref());
     } else if allowed {
         ctx.out.ok();
     } else {

@@ -439,6 +439,33 @@ pub static COMMANDS: &[CommandSpec] = &[
         server::info
     ),
     cmd!(
+        "save",
+        1,
+        ["admin", "noscript", "no_async_loading", "no_multi"],
+        (0, 0, 0),
+        "server",
+        "Synchronously saves the database to disk (a checkpoint).",
+        server::save
+    ),
+    cmd!(
+        "bgsave",
+        -1,
+        ["admin", "noscript", "no_async_loading"],
+        (0, 0, 0),
+        "server",
+        "Asynchronously saves the database to disk (a checkpoint).",
+        server::bgsave
+    ),
+    cmd!(
+        "lastsave",
+        1,
+        ["loading", "stale", "fast"],
+        (0, 0, 0),
+        "server",
+        "Returns the Unix timestamp of the last successful checkpoint.",
+        server::lastsave
+    ),
+    cmd!(
         "time",
         1,
         ["loading", "stale", "fast"],

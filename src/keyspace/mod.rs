@@ -1,13 +1,30 @@
-//! The keyspace: databases 0..15, each a map from key to entry (a string
-//! value kept as a bitmap plus its byte length, and an optional expiry).
-//! Owns lazy and active expiry, ordered key iteration for KEYS and SCAN, and
-//! the SCAN cursor table. Knows nothing about RESP or connections.
+//! The keyspace: databases 0..15 of keys whose values are strings kept as
+//! bitmaps plus byte lengths (`BitString`), with expiries.
+//!
+//! A key is resolved through three layers, newest first:
+//! - the *overlay*: every change since the last checkpoint began (values
+//!   decoded in memory, or a committed payload kept as it is, or a deletion);
+//! - the *frozen* overlay: the changes a running checkpoint is writing;
+//! - the *committed* state: the directory B+tree of the database file, read
+//!   through its read-only mapping.
+//!
+//! Committed payloads are decoded on demand into a byte-bounded LRU cache.
+//! Metadata (length, cardinality, expiry) comes from the directory entry, so
+//! STRLEN, EXISTS, TYPE, TTL, BITCOUNT without a range, DBSIZE, KEYS and SCAN
+//! never decode a bitmap. Owns lazy and active expiry, ordered iteration for
+//! KEYS and SCAN, and the SCAN cursor table. Knows nothing about RESP.
 
 pub mod bitstring;
+pub mod cache;
 pub mod glob;
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::ops::Bound;
+use crate::storage::btree::{self, dir_key, EntryMeta, Payload};
+use crate::storage::pagefile::Committed;
+use crate::storage::StorageError;
+use cache::{Cache, PayloadId};
+use std::collections::{BTreeMap, HashSet};
+use std::ops::{Bound, ControlFlow};
+use std::sync::Arc;
 
 pub use bitstring::{BitOp, BitString, RangeUnit};
 
@@ -20,224 +37,130 @@ pub const DATABASES: usize = 16;
 /// repeats.
 const SCAN_CURSORS: usize = 16 * 1024;
 
-/// One key's value and expiry.
-#[derive(Clone, Debug, Default, PartialEq)]
+/// Where a value is.
+#[derive(Clone, Debug)]
+pub enum Value {
+    /// Decoded in memory (changed since the last checkpoint).
+    Loaded(Arc<BitString>),
+    /// A committed payload, unchanged (the entry around it may have changed:
+    /// a new expiry, or a new name after RENAME).
+    Stored(EntryMeta),
+}
+
+/// A key's value and expiry.
+#[derive(Clone, Debug)]
 pub struct Entry {
-    pub value: BitString,
-    expire_at: Option<u64>,
+    pub value: Value,
+    /// Unix milliseconds.
+    pub expire_at: Option<u64>,
 }
 
 impl Entry {
-    pub fn new(value: BitString) -> Self {
-        Entry {
-            value,
-            expire_at: None,
-        }
-    }
-
-    /// Absolute expiry in Unix milliseconds, if the key is volatile.
-    pub fn expire_at(&self) -> Option<u64> {
-        self.expire_at
-    }
-
     fn is_expired(&self, now_ms: u64) -> bool {
         matches!(self.expire_at, Some(at) if at <= now_ms)
     }
-}
 
-/// One database.
-#[derive(Debug, Default)]
-pub struct Db {
-    entries: BTreeMap<Vec<u8>, Entry>,
-    /// Keys that carry an expiry, for the active sweep.
-    volatile: BTreeSet<Vec<u8>>,
-    /// Where the active sweep resumes.
-    sweep_from: Vec<u8>,
-}
-
-impl Db {
-    /// Number of keys, including expired keys not yet reclaimed (as Redis's DBSIZE).
-    pub fn len(&self) -> usize {
-        self.entries.len()
+    pub fn meta(&self) -> KeyMeta {
+        match &self.value {
+            Value::Loaded(v) => KeyMeta {
+                len: v.len(),
+                cardinality: v.count(),
+                expire_at: self.expire_at,
+            },
+            Value::Stored(m) => KeyMeta {
+                len: m.byte_len,
+                cardinality: m.cardinality,
+                expire_at: self.expire_at,
+            },
+        }
     }
 
+    fn from_committed(meta: EntryMeta) -> Entry {
+        let expire_at = (meta.expire_at != 0).then_some(meta.expire_at);
+        Entry {
+            value: Value::Stored(meta),
+            expire_at,
+        }
+    }
+}
+
+/// What is known about a key without its bitmap.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KeyMeta {
+    pub len: u64,
+    pub cardinality: u64,
+    pub expire_at: Option<u64>,
+}
+
+/// An overlay slot: the key's newest state.
+#[derive(Clone, Debug)]
+pub enum Slot {
+    Present(Entry),
+    Deleted,
+}
+
+/// One database's changes in a layer.
+#[derive(Clone, Debug, Default)]
+pub struct LayerDb {
+    pub slots: BTreeMap<Vec<u8>, Slot>,
+    /// Everything below this layer is gone for this database (FLUSHDB).
+    pub flushed: bool,
+    /// Keys added minus removed relative to the layers below (or to zero
+    /// when flushed).
+    pub delta: i64,
+}
+
+/// A set of changes to all databases.
+#[derive(Clone, Debug)]
+pub struct Layer {
+    pub dbs: Vec<LayerDb>,
+}
+
+impl Default for Layer {
+    fn default() -> Self {
+        Layer {
+            dbs: (0..DATABASES).map(|_| LayerDb::default()).collect(),
+        }
+    }
+}
+
+impl Layer {
     pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+        self.dbs.iter().all(|d| d.slots.is_empty() && !d.flushed)
     }
 
-    pub fn volatile_len(&self) -> usize {
-        self.volatile.len()
+    /// Bytes of decoded values held (the dirty data a checkpoint must write).
+    pub fn value_bytes(&self) -> usize {
+        self.dbs
+            .iter()
+            .flat_map(|d| d.slots.values())
+            .map(|s| match s {
+                Slot::Present(Entry {
+                    value: Value::Loaded(v),
+                    ..
+                }) => v.heap_bytes() + 64,
+                _ => 64,
+            })
+            .sum()
     }
 
-    /// Deletes `key` if it has expired; returns whether it did.
-    fn expire_if_needed(&mut self, key: &[u8], now_ms: u64) -> bool {
-        if self.volatile.is_empty() {
-            return false;
-        }
-        match self.entries.get(key) {
-            Some(e) if e.is_expired(now_ms) => {
-                self.entries.remove(key);
-                self.volatile.remove(key);
-                true
-            }
-            _ => false,
-        }
-    }
-
-    pub fn get(&mut self, key: &[u8], now_ms: u64) -> Option<&Entry> {
-        self.expire_if_needed(key, now_ms);
-        self.entries.get(key)
-    }
-
-    /// The entry as stored, without the expiry check (callers that already
-    /// ran `get` on the key in this command).
-    pub fn peek(&self, key: &[u8]) -> Option<&Entry> {
-        self.entries.get(key)
-    }
-
-    pub fn get_mut(&mut self, key: &[u8], now_ms: u64) -> Option<&mut Entry> {
-        self.expire_if_needed(key, now_ms);
-        self.entries.get_mut(key)
-    }
-
-    pub fn contains(&mut self, key: &[u8], now_ms: u64) -> bool {
-        self.get(key, now_ms).is_some()
-    }
-
-    /// The live entry for `key`, created empty when missing.
-    pub fn get_or_create(&mut self, key: &[u8], now_ms: u64) -> &mut Entry {
-        self.expire_if_needed(key, now_ms);
-        self.entries.entry(key.to_vec()).or_default()
-    }
-
-    /// Stores `entry` under `key`, replacing any previous value and expiry.
-    pub fn insert(&mut self, key: Vec<u8>, entry: Entry) {
-        if entry.expire_at.is_some() {
-            self.volatile.insert(key.clone());
-        } else {
-            self.volatile.remove(&key);
-        }
-        self.entries.insert(key, entry);
-    }
-
-    /// Removes a live key; returns its entry (None when missing or expired).
-    pub fn remove(&mut self, key: &[u8], now_ms: u64) -> Option<Entry> {
-        self.expire_if_needed(key, now_ms);
-        let entry = self.entries.remove(key)?;
-        if entry.expire_at.is_some() {
-            self.volatile.remove(key);
-        }
-        Some(entry)
-    }
-
-    /// Sets or clears the expiry of an existing live key; false when missing.
-    pub fn set_expire(&mut self, key: &[u8], expire_at: Option<u64>, now_ms: u64) -> bool {
-        self.expire_if_needed(key, now_ms);
-        let Some(entry) = self.entries.get_mut(key) else {
-            return false;
-        };
-        entry.expire_at = expire_at;
-        if expire_at.is_some() {
-            if !self.volatile.contains(key) {
-                self.volatile.insert(key.to_vec());
-            }
-        } else {
-            self.volatile.remove(key);
-        }
-        true
-    }
-
-    pub fn clear(&mut self) {
-        self.entries.clear();
-        self.volatile.clear();
-        self.sweep_from.clear();
-    }
-
-    /// Live keys matching a Redis glob `pattern`, in key order. A literal
-    /// prefix of the pattern narrows the walk to a range of the ordered map.
-    pub fn keys(&self, pattern: &[u8], now_ms: u64) -> Vec<Vec<u8>> {
-        let prefix = glob::literal_prefix(pattern);
-        // Redis skips matching for a lone `*` (which also lists the empty key).
-        let matcher = (!glob::matches_everything(pattern)).then(|| glob::Pattern::new(pattern));
-        self.entries
-            .range::<[u8], _>((Bound::Included(prefix.as_slice()), Bound::Unbounded))
-            .take_while(|(k, _)| k.starts_with(&prefix))
-            .filter(|(k, e)| !e.is_expired(now_ms) && matcher.as_ref().is_none_or(|m| m.matches(k)))
-            .map(|(k, _)| k.clone())
-            .collect()
-    }
-
-    /// One SCAN step: visits up to `count` keys after `after` (exclusive; from
-    /// the start when None), returns the live ones matching `pattern` and the
-    /// last key visited, or None when the iteration is complete.
-    pub fn scan(
-        &self,
-        after: Option<&[u8]>,
-        count: usize,
-        pattern: Option<&[u8]>,
-        now_ms: u64,
-    ) -> (Vec<Vec<u8>>, Option<Vec<u8>>) {
-        let pattern = pattern.filter(|p| !glob::matches_everything(p));
-        let prefix = pattern.map(glob::literal_prefix).unwrap_or_default();
-        let matcher = pattern.map(glob::Pattern::new);
-        let lower = match after {
-            Some(a) if a >= prefix.as_slice() => Bound::Excluded(a),
-            _ => Bound::Included(prefix.as_slice()),
-        };
-        let mut found = Vec::new();
-        let mut last = None;
-        for (visited, (k, e)) in self
-            .entries
-            .range::<[u8], _>((lower, Bound::Unbounded))
-            .enumerate()
-        {
-            if !k.starts_with(&prefix) {
-                return (found, None);
-            }
-            if visited == count {
-                return (found, last);
-            }
-            last = Some(k.clone());
-            if e.is_expired(now_ms) {
-                continue;
-            }
-            if matcher.as_ref().is_none_or(|m| m.matches(k)) {
-                found.push(k.clone());
+    /// Puts `upper`'s changes on top of this layer's.
+    fn absorb(&mut self, upper: Layer) {
+        for (lower, upper) in self.dbs.iter_mut().zip(upper.dbs) {
+            if upper.flushed {
+                *lower = upper;
+            } else {
+                lower.delta += upper.delta;
+                lower.slots.extend(upper.slots);
             }
         }
-        (found, None)
     }
+}
 
-    /// Active expiry: examines up to `budget` volatile keys from where the
-    /// previous sweep stopped and deletes the expired ones. Returns how many
-    /// were deleted.
-    pub fn sweep_expired(&mut self, now_ms: u64, budget: usize) -> usize {
-        if self.volatile.is_empty() {
-            return 0;
-        }
-        let mut expired = Vec::new();
-        let mut next_from = Vec::new();
-        let from = Bound::Included(self.sweep_from.as_slice());
-        for (examined, key) in self
-            .volatile
-            .range::<[u8], _>((from, Bound::Unbounded))
-            .enumerate()
-        {
-            if examined == budget {
-                next_from = key.clone();
-                break;
-            }
-            if self.entries.get(key).is_none_or(|e| e.is_expired(now_ms)) {
-                expired.push(key.clone());
-            }
-        }
-        self.sweep_from = next_from;
-        for key in &expired {
-            self.entries.remove(key);
-            self.volatile.remove(key);
-        }
-        expired.len()
-    }
+/// A key that a command needs decoded but whose payload is on disk.
+#[derive(Clone, Debug)]
+pub struct ColdValue {
+    pub meta: EntryMeta,
 }
 
 /// Where a SCAN iteration stands: the database and the last key visited.
@@ -247,23 +170,27 @@ struct ScanPosition {
     after: Vec<u8>,
 }
 
-/// All databases plus the SCAN cursor table.
+/// All databases, their layers, the value cache and the SCAN cursors.
 pub struct Keyspace {
-    dbs: Vec<Db>,
+    top: Layer,
+    frozen: Option<Arc<Layer>>,
+    committed: Arc<Committed>,
+    cache: Cache,
     cursors: lru::LruCache<u64, ScanPosition>,
     next_cursor: u64,
+    /// Where the active expiry sweep resumes (a directory key).
+    sweep_from: Vec<u8>,
     /// Keys deleted because they expired, lazily or by the sweep.
     pub expired_keys: u64,
+    /// Committed payloads decoded on a command's path without a prefetch.
+    pub sync_loads: u64,
 }
 
-impl Default for Keyspace {
-    fn default() -> Self {
-        Self::new()
-    }
-}
+/// Result of walking keys: a live key and what is known of it.
+type Visit<'a> = &'a mut dyn FnMut(&[u8], &KeyMeta) -> ControlFlow<()>;
 
 impl Keyspace {
-    pub fn new() -> Self {
+    pub fn new(committed: Arc<Committed>, cache_budget: usize) -> Self {
         let capacity =
             std::num::NonZeroUsize::new(SCAN_CURSORS).unwrap_or(std::num::NonZeroUsize::MIN);
         // Cursor numbers start at a per-process offset so a cursor from a
@@ -273,34 +200,303 @@ impl Keyspace {
             .map(|d| d.as_nanos() as u64)
             .unwrap_or(1);
         Keyspace {
-            dbs: (0..DATABASES).map(|_| Db::default()).collect(),
+            top: Layer::default(),
+            frozen: None,
+            committed,
+            cache: Cache::new(cache_budget),
             cursors: lru::LruCache::new(capacity),
             next_cursor: (seed % (1 << 40)) | 1,
+            sweep_from: Vec::new(),
             expired_keys: 0,
+            sync_loads: 0,
         }
     }
 
-    pub fn db(&mut self, index: usize) -> &mut Db {
-        &mut self.dbs[index]
+    pub fn committed(&self) -> &Arc<Committed> {
+        &self.committed
     }
 
-    pub fn dbs(&self) -> &[Db] {
-        &self.dbs
+    pub fn cache(&self) -> &Cache {
+        &self.cache
+    }
+
+    /// Bytes of changed values not yet written by a checkpoint.
+    pub fn dirty_bytes(&self) -> usize {
+        self.top.value_bytes() + self.frozen.as_ref().map_or(0, |f| f.value_bytes())
+    }
+
+    pub fn has_changes(&self) -> bool {
+        !self.top.is_empty() || self.frozen.is_some()
+    }
+
+    pub fn db(&mut self, index: usize) -> Db<'_> {
+        Db { ks: self, index }
+    }
+
+    /// The newest physical entry of a key (expired or not), through the layers.
+    fn physical(&self, db: usize, key: &[u8]) -> Result<Option<Entry>, StorageError> {
+        let top = &self.top.dbs[db];
+        if let Some(slot) = top.slots.get(key) {
+            return Ok(match slot {
+                Slot::Present(e) => Some(e.clone()),
+                Slot::Deleted => None,
+            });
+        }
+        if top.flushed {
+            return Ok(None);
+        }
+        if let Some(frozen) = &self.frozen {
+            let f = &frozen.dbs[db];
+            if let Some(slot) = f.slots.get(key) {
+                return Ok(match slot {
+                    Slot::Present(e) => Some(e.clone()),
+                    Slot::Deleted => None,
+                });
+            }
+            if f.flushed {
+                return Ok(None);
+            }
+        }
+        Ok(self
+            .committed
+            .lookup(&dir_key(db, key))?
+            .map(Entry::from_committed))
+    }
+
+    /// Writes a slot into the overlay, keeping the key count right.
+    fn set_slot(&mut self, db: usize, key: &[u8], slot: Slot) -> Result<(), StorageError> {
+        let was = self.physical(db, key)?.is_some();
+        let is = matches!(slot, Slot::Present(_));
+        let layer = &mut self.top.dbs[db];
+        layer.delta += i64::from(is) - i64::from(was);
+        match slot {
+            Slot::Present(e) => {
+                layer.slots.insert(key.to_vec(), Slot::Present(e));
+            }
+            Slot::Deleted => {
+                // A tombstone is needed only if a lower layer has the key.
+                let below = if layer.flushed {
+                    false
+                } else {
+                    layer.slots.remove(key);
+                    self.physical(db, key)?.is_some()
+                };
+                let layer = &mut self.top.dbs[db];
+                if below {
+                    layer.slots.insert(key.to_vec(), Slot::Deleted);
+                } else {
+                    layer.slots.remove(key);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The live entry of a key; an expired one is deleted on the way.
+    fn live(&mut self, db: usize, key: &[u8], now_ms: u64) -> Result<Option<Entry>, StorageError> {
+        match self.physical(db, key)? {
+            Some(e) if e.is_expired(now_ms) => {
+                self.set_slot(db, key, Slot::Deleted)?;
+                self.expired_keys += 1;
+                Ok(None)
+            }
+            other => Ok(other),
+        }
+    }
+
+    /// Decodes a committed payload (inline, cached, or read now).
+    fn load(&mut self, meta: &EntryMeta) -> Result<Arc<BitString>, StorageError> {
+        match &meta.payload {
+            Payload::Inline(_) => Ok(Arc::new(self.committed.load_value(meta)?)),
+            Payload::Extent { page, .. } => {
+                let id: PayloadId = (*page, meta.payload_crc);
+                if let Some(v) = self.cache.get(id) {
+                    return Ok(v);
+                }
+                self.sync_loads += 1;
+                let v = Arc::new(self.committed.load_value(meta)?);
+                self.cache.put(id, v.clone());
+                Ok(v)
+            }
+        }
+    }
+
+    /// A payload read by a network thread: verified, then cached.
+    pub fn install(&mut self, meta: &EntryMeta, value: Arc<BitString>) {
+        if let Payload::Extent { page, .. } = meta.payload {
+            self.cache.put((page, meta.payload_crc), value);
+        }
+    }
+
+    /// If `key`'s value is a committed extent that is not cached, what to
+    /// read (so the caller can read it with io_uring before running the
+    /// command).
+    pub fn cold(
+        &mut self,
+        db: usize,
+        key: &[u8],
+        now_ms: u64,
+    ) -> Result<Option<ColdValue>, StorageError> {
+        match self.live(db, key, now_ms)? {
+            Some(Entry {
+                value: Value::Stored(meta),
+                ..
+            }) => match meta.payload {
+                Payload::Extent { page, .. } if !self.cache.contains((page, meta.payload_crc)) => {
+                    Ok(Some(ColdValue { meta }))
+                }
+                _ => Ok(None),
+            },
+            _ => Ok(None),
+        }
+    }
+
+    /// Number of keys in a database, including expired keys not yet
+    /// reclaimed (as Redis's DBSIZE).
+    pub fn key_count(&self, db: usize) -> u64 {
+        let top = &self.top.dbs[db];
+        let mut n = top.delta;
+        if !top.flushed {
+            match &self.frozen {
+                Some(f) if f.dbs[db].flushed => n += f.dbs[db].delta,
+                Some(f) => n += f.dbs[db].delta + self.committed.meta.key_counts[db] as i64,
+                None => n += self.committed.meta.key_counts[db] as i64,
+            }
+        }
+        n.max(0) as u64
+    }
+
+    pub fn total_keys(&self) -> u64 {
+        (0..DATABASES).map(|db| self.key_count(db)).sum()
     }
 
     pub fn flush_all(&mut self) {
-        for db in &mut self.dbs {
-            db.clear();
+        for db in 0..DATABASES {
+            self.top.dbs[db] = LayerDb {
+                flushed: true,
+                ..LayerDb::default()
+            };
         }
         self.cursors.clear();
     }
 
-    pub fn total_keys(&self) -> usize {
-        self.dbs.iter().map(Db::len).sum()
+    /// Walks live keys of `db` in order from `from` (inclusive or exclusive
+    /// bound) while they start with `prefix`, merging the three layers.
+    fn walk(
+        &self,
+        db: usize,
+        from: Bound<&[u8]>,
+        prefix: &[u8],
+        now_ms: u64,
+        visit: Visit<'_>,
+    ) -> Result<(), StorageError> {
+        const CHUNK: usize = 256;
+        let top = &self.top.dbs[db];
+        let frozen = self.frozen.as_ref().map(|f| &f.dbs[db]);
+        let use_frozen = !top.flushed;
+        let use_committed = !top.flushed && frozen.is_none_or(|f| !f.flushed);
+        let mut lower: Bound<Vec<u8>> = match from {
+            Bound::Included(k) => Bound::Included(k.to_vec()),
+            Bound::Excluded(k) => Bound::Excluded(k.to_vec()),
+            Bound::Unbounded => Bound::Unbounded,
+        };
+        if let Bound::Unbounded = lower {
+            lower = Bound::Included(prefix.to_vec());
+        }
+        loop {
+            // Next chunk of committed keys.
+            let mut committed: Vec<(Vec<u8>, EntryMeta)> = Vec::new();
+            let mut exhausted = true;
+            if use_committed {
+                let start = match &lower {
+                    Bound::Included(k) | Bound::Excluded(k) => dir_key(db, k),
+                    Bound::Unbounded => vec![db as u8],
+                };
+                let skip_equal = matches!(lower, Bound::Excluded(_));
+                let _ = btree::visit_from(
+                    &*self.committed,
+                    self.committed.meta.root,
+                    &start,
+                    &mut |k, m| {
+                        if k.first() != Some(&(db as u8)) || !k[1..].starts_with(prefix) {
+                            return ControlFlow::Break(());
+                        }
+                        if skip_equal && k == start.as_slice() {
+                            return ControlFlow::Continue(());
+                        }
+                        committed.push((k[1..].to_vec(), m.clone()));
+                        if committed.len() == CHUNK {
+                            exhausted = false;
+                            return ControlFlow::Break(());
+                        }
+                        ControlFlow::Continue(())
+                    },
+                )?;
+            }
+            // Overlay keys up to the last committed key of this chunk (or all).
+            let upper: Bound<&[u8]> = match committed.last() {
+                Some((k, _)) if !exhausted => Bound::Included(k.as_slice()),
+                _ => Bound::Unbounded,
+            };
+            let range = (as_ref_bound(&lower), upper);
+            let mut merged: BTreeMap<&[u8], Option<KeyMeta>> = BTreeMap::new();
+            for (k, m) in &committed {
+                merged.insert(
+                    k.as_slice(),
+                    Some(Entry::from_committed(m.clone()).meta()).filter(|m| !expired(m, now_ms)),
+                );
+            }
+            if use_frozen {
+                if let Some(f) = frozen {
+                    for (k, slot) in f.slots.range::<[u8], _>(range) {
+                        merged.insert(k.as_slice(), slot_meta(slot, now_ms));
+                    }
+                }
+            }
+            for (k, slot) in top.slots.range::<[u8], _>(range) {
+                merged.insert(k.as_slice(), slot_meta(slot, now_ms));
+            }
+            for (k, meta) in &merged {
+                if !k.starts_with(prefix) {
+                    return Ok(());
+                }
+                if let Some(meta) = meta {
+                    if visit(k, meta).is_break() {
+                        return Ok(());
+                    }
+                }
+            }
+            match committed.last() {
+                Some((k, _)) if !exhausted => lower = Bound::Excluded(k.clone()),
+                _ => return Ok(()),
+            }
+        }
     }
 
-    /// One SCAN step in database `db` from `cursor` (0 starts an iteration).
-    /// Returns the next cursor (0 when complete) and the keys found.
+    /// Live keys matching a Redis glob `pattern`, in key order. A literal
+    /// prefix of the pattern narrows the walk to a range of keys.
+    pub fn keys(
+        &self,
+        db: usize,
+        pattern: &[u8],
+        now_ms: u64,
+    ) -> Result<Vec<Vec<u8>>, StorageError> {
+        let prefix = glob::literal_prefix(pattern);
+        // Redis skips matching for a lone `*` (which also lists the empty key).
+        let matcher = (!glob::matches_everything(pattern)).then(|| glob::Pattern::new(pattern));
+        let mut out = Vec::new();
+        self.walk(db, Bound::Unbounded, &prefix, now_ms, &mut |k, _| {
+            if matcher.as_ref().is_none_or(|m| m.matches(k)) {
+                out.push(k.to_vec());
+            }
+            ControlFlow::Continue(())
+        })?;
+        Ok(out)
+    }
+
+    /// One SCAN step in database `db` from `cursor` (0 starts an iteration):
+    /// visits up to `count` keys, returns the next cursor (0 when complete)
+    /// and the matching ones.
     pub fn scan(
         &mut self,
         db: usize,
@@ -308,7 +504,7 @@ impl Keyspace {
         count: usize,
         pattern: Option<&[u8]>,
         now_ms: u64,
-    ) -> (u64, Vec<Vec<u8>>) {
+    ) -> Result<(u64, Vec<Vec<u8>>), StorageError> {
         let after = match cursor {
             0 => None,
             c => match self.cursors.get(&c) {
@@ -316,27 +512,303 @@ impl Keyspace {
                 _ => None,
             },
         };
-        let (keys, last) = self.dbs[db].scan(after.as_deref(), count.max(1), pattern, now_ms);
+        let pattern = pattern.filter(|p| !glob::matches_everything(p));
+        let prefix = pattern.map(glob::literal_prefix).unwrap_or_default();
+        let matcher = pattern.map(glob::Pattern::new);
+        let from = match &after {
+            Some(a) if a.as_slice() >= prefix.as_slice() => Bound::Excluded(a.as_slice()),
+            _ => Bound::Unbounded,
+        };
+        let count = count.max(1);
+        let mut found = Vec::new();
+        let mut visited = 0usize;
+        let mut last: Option<Vec<u8>> = None;
+        let mut more = false;
+        self.walk(db, from, &prefix, now_ms, &mut |k, _| {
+            if visited == count {
+                more = true;
+                return ControlFlow::Break(());
+            }
+            visited += 1;
+            last = Some(k.to_vec());
+            if matcher.as_ref().is_none_or(|m| m.matches(k)) {
+                found.push(k.to_vec());
+            }
+            ControlFlow::Continue(())
+        })?;
         match last {
-            None => (0, keys),
-            Some(after) => {
+            Some(after) if more => {
                 let id = self.next_cursor;
                 self.next_cursor = self.next_cursor.wrapping_add(2).max(1);
                 self.cursors.put(id, ScanPosition { db, after });
-                (id, keys)
+                Ok((id, found))
             }
+            _ => Ok((0, found)),
         }
     }
 
-    /// Active expiry over every database; returns keys deleted.
-    pub fn sweep_expired(&mut self, now_ms: u64, budget_per_db: usize) -> usize {
-        let n: usize = self
-            .dbs
-            .iter_mut()
-            .map(|db| db.sweep_expired(now_ms, budget_per_db))
-            .sum();
+    /// Active expiry: examines up to `budget` keys from where the previous
+    /// sweep stopped (all databases in turn) and deletes the expired ones.
+    pub fn sweep_expired(&mut self, now_ms: u64, budget: usize) -> usize {
+        let mut expired_keys: Vec<(usize, Vec<u8>)> = Vec::new();
+        let mut examined = 0;
+        let start = std::mem::take(&mut self.sweep_from);
+        let first_db = start.first().map_or(0, |&d| d as usize).min(DATABASES - 1);
+        let mut next_from = Vec::new();
+        for db in first_db..DATABASES {
+            let from = if db == first_db && start.len() > 1 {
+                Bound::Excluded(&start[1..])
+            } else {
+                Bound::Unbounded
+            };
+            // Expired keys must be seen, so walk without the expiry filter:
+            // use a time before every expiry and compare here.
+            let r = self.walk(db, from, b"", 0, &mut |k, m| {
+                if examined == budget {
+                    return ControlFlow::Break(());
+                }
+                examined += 1;
+                next_from = dir_key(db, k);
+                if expired(m, now_ms) {
+                    expired_keys.push((db, k.to_vec()));
+                }
+                ControlFlow::Continue(())
+            });
+            if r.is_err() || examined == budget {
+                break;
+            }
+        }
+        if examined < budget {
+            next_from.clear(); // wrapped around: start over next time
+        }
+        self.sweep_from = next_from;
+        let mut n = 0;
+        for (db, key) in expired_keys {
+            if self.set_slot(db, &key, Slot::Deleted).is_ok() {
+                n += 1;
+            }
+        }
         self.expired_keys += n as u64;
         n
+    }
+
+    /// Starts a checkpoint: the overlay becomes the frozen layer (merged
+    /// with a previous frozen one whose checkpoint failed). Returns it.
+    pub fn freeze(&mut self) -> Arc<Layer> {
+        let top = std::mem::take(&mut self.top);
+        let frozen = match self.frozen.take() {
+            Some(old) => {
+                let mut merged = Arc::unwrap_or_clone(old);
+                merged.absorb(top);
+                merged
+            }
+            None => top,
+        };
+        let frozen = Arc::new(frozen);
+        self.frozen = Some(frozen.clone());
+        frozen
+    }
+
+    /// A checkpoint committed `frozen`: publish the new committed state,
+    /// cache the values it wrote, and forget payloads whose pages it freed.
+    pub fn checkpoint_committed(
+        &mut self,
+        committed: Arc<Committed>,
+        written: Vec<(EntryMeta, Arc<BitString>)>,
+        released_pages: &HashSet<u64>,
+    ) {
+        self.committed = committed;
+        self.frozen = None;
+        self.cache.forget_pages(released_pages);
+        for (meta, value) in written {
+            self.install(&meta, value);
+        }
+    }
+}
+
+fn as_ref_bound(b: &Bound<Vec<u8>>) -> Bound<&[u8]> {
+    match b {
+        Bound::Included(k) => Bound::Included(k.as_slice()),
+        Bound::Excluded(k) => Bound::Excluded(k.as_slice()),
+        Bound::Unbounded => Bound::Unbounded,
+    }
+}
+
+fn expired(meta: &KeyMeta, now_ms: u64) -> bool {
+    matches!(meta.expire_at, Some(at) if at <= now_ms)
+}
+
+fn slot_meta(slot: &Slot, now_ms: u64) -> Option<KeyMeta> {
+    match slot {
+        Slot::Present(e) => Some(e.meta()).filter(|m| !expired(m, now_ms)),
+        Slot::Deleted => None,
+    }
+}
+
+/// One database of the keyspace, as commands use it.
+pub struct Db<'a> {
+    ks: &'a mut Keyspace,
+    index: usize,
+}
+
+impl Db<'_> {
+    /// Length, cardinality and expiry of a live key (no bitmap is decoded).
+    pub fn meta(&mut self, key: &[u8], now_ms: u64) -> Result<Option<KeyMeta>, StorageError> {
+        Ok(self.ks.live(self.index, key, now_ms)?.map(|e| e.meta()))
+    }
+
+    pub fn contains(&mut self, key: &[u8], now_ms: u64) -> Result<bool, StorageError> {
+        Ok(self.ks.live(self.index, key, now_ms)?.is_some())
+    }
+
+    /// The value of a live key, decoded.
+    pub fn value(
+        &mut self,
+        key: &[u8],
+        now_ms: u64,
+    ) -> Result<Option<Arc<BitString>>, StorageError> {
+        match self.ks.live(self.index, key, now_ms)? {
+            None => Ok(None),
+            Some(Entry {
+                value: Value::Loaded(v),
+                ..
+            }) => Ok(Some(v)),
+            Some(Entry {
+                value: Value::Stored(meta),
+                ..
+            }) => self.ks.load(&meta).map(Some),
+        }
+    }
+
+    /// The value of a key for changing it in place; a missing key is created
+    /// empty. The key keeps its expiry.
+    pub fn value_mut(&mut self, key: &[u8], now_ms: u64) -> Result<&mut BitString, StorageError> {
+        let db = self.index;
+        let fast = matches!(
+            self.ks.top.dbs[db].slots.get(key),
+            Some(Slot::Present(e @ Entry { value: Value::Loaded(_), .. })) if !e.is_expired(now_ms)
+        );
+        if !fast {
+            let (value, expire_at) = match self.ks.live(db, key, now_ms)? {
+                None => (Arc::new(BitString::new()), None),
+                Some(Entry {
+                    value: Value::Loaded(v),
+                    expire_at,
+                }) => (v, expire_at),
+                Some(Entry {
+                    value: Value::Stored(meta),
+                    expire_at,
+                }) => {
+                    // Take the cached copy out so the change below needs no clone.
+                    let cached = match meta.payload {
+                        Payload::Extent { page, .. } => {
+                            self.ks.cache.remove((page, meta.payload_crc))
+                        }
+                        Payload::Inline(_) => None,
+                    };
+                    let v = match cached {
+                        Some(v) => v,
+                        None => self.ks.load(&meta)?,
+                    };
+                    if let Payload::Extent { page, .. } = meta.payload {
+                        self.ks.cache.remove((page, meta.payload_crc));
+                    }
+                    (v, expire_at)
+                }
+            };
+            self.ks.set_slot(
+                db,
+                key,
+                Slot::Present(Entry {
+                    value: Value::Loaded(value),
+                    expire_at,
+                }),
+            )?;
+        }
+        match self.ks.top.dbs[db].slots.get_mut(key) {
+            Some(Slot::Present(Entry {
+                value: Value::Loaded(v),
+                ..
+            })) => Ok(Arc::make_mut(v)),
+            _ => Err(StorageError::corrupt("overlay entry vanished")),
+        }
+    }
+
+    /// Stores a value, replacing any previous value and expiry.
+    pub fn put(
+        &mut self,
+        key: &[u8],
+        value: BitString,
+        expire_at: Option<u64>,
+    ) -> Result<(), StorageError> {
+        self.ks.set_slot(
+            self.index,
+            key,
+            Slot::Present(Entry {
+                value: Value::Loaded(Arc::new(value)),
+                expire_at,
+            }),
+        )
+    }
+
+    /// Removes a live key; returns whether it existed.
+    pub fn remove(&mut self, key: &[u8], now_ms: u64) -> Result<bool, StorageError> {
+        if self.ks.live(self.index, key, now_ms)?.is_none() {
+            return Ok(false);
+        }
+        self.ks.set_slot(self.index, key, Slot::Deleted)?;
+        Ok(true)
+    }
+
+    /// Sets or clears the expiry of a live key; false when missing.
+    pub fn set_expire(
+        &mut self,
+        key: &[u8],
+        expire_at: Option<u64>,
+        now_ms: u64,
+    ) -> Result<bool, StorageError> {
+        let Some(mut entry) = self.ks.live(self.index, key, now_ms)? else {
+            return Ok(false);
+        };
+        entry.expire_at = expire_at;
+        if let Value::Stored(meta) = &mut entry.value {
+            meta.expire_at = expire_at.unwrap_or(0);
+        }
+        self.ks.set_slot(self.index, key, Slot::Present(entry))?;
+        Ok(true)
+    }
+
+    /// Moves a live key (value and expiry) to `dst`, replacing it; the
+    /// payload is not decoded. False when `src` is missing.
+    pub fn rename(&mut self, src: &[u8], dst: &[u8], now_ms: u64) -> Result<bool, StorageError> {
+        let Some(entry) = self.ks.live(self.index, src, now_ms)? else {
+            return Ok(false);
+        };
+        if src == dst {
+            return Ok(true);
+        }
+        self.ks.set_slot(self.index, src, Slot::Deleted)?;
+        self.ks.set_slot(self.index, dst, Slot::Present(entry))?;
+        Ok(true)
+    }
+
+    pub fn len(&self) -> u64 {
+        self.ks.key_count(self.index)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn flush(&mut self) {
+        self.ks.top.dbs[self.index] = LayerDb {
+            flushed: true,
+            ..LayerDb::default()
+        };
+    }
+
+    pub fn keys(&self, pattern: &[u8], now_ms: u64) -> Result<Vec<Vec<u8>>, StorageError> {
+        self.ks.keys(self.index, pattern, now_ms)
     }
 }
 
@@ -349,66 +821,76 @@ pub fn now_ms() -> u64 {
 }
 
 #[cfg(test)]
-mod tests {
+pub mod tests {
     use super::*;
+    use crate::storage::io::SimFile;
+    use crate::storage::pagefile::PageFile;
+    use std::path::Path;
 
-    fn value(bytes: &[u8]) -> Entry {
-        Entry::new(BitString::from_bytes(bytes))
+    /// An empty keyspace over a simulated database file.
+    pub fn memory_keyspace() -> Keyspace {
+        let (_, committed) = PageFile::open_io(SimFile::new(), Path::new("mem.db")).expect("open");
+        Keyspace::new(Arc::new(committed), 1 << 20)
+    }
+
+    fn put(ks: &mut Keyspace, db: usize, key: &str, bytes: &[u8]) {
+        ks.db(db)
+            .put(key.as_bytes(), BitString::from_bytes(bytes), None)
+            .expect("put");
     }
 
     #[test]
     fn lazy_expiry_hides_and_deletes() {
-        let mut db = Db::default();
-        db.insert(b"a".to_vec(), value(b"x"));
-        assert!(db.set_expire(b"a", Some(1000), 0));
-        assert!(db.get(b"a", 999).is_some());
-        assert!(db.get(b"a", 1000).is_none());
-        assert_eq!(db.len(), 0);
-        assert_eq!(db.volatile_len(), 0);
+        let mut ks = memory_keyspace();
+        put(&mut ks, 0, "a", b"x");
+        assert!(ks.db(0).set_expire(b"a", Some(1000), 0).expect("expire"));
+        assert!(ks.db(0).meta(b"a", 999).expect("meta").is_some());
+        assert!(ks.db(0).meta(b"a", 1000).expect("meta").is_none());
+        assert_eq!(ks.key_count(0), 0);
+        assert_eq!(ks.expired_keys, 1);
     }
 
     #[test]
     fn sweep_deletes_only_expired_keys_and_resumes() {
-        let mut db = Db::default();
+        let mut ks = memory_keyspace();
         for i in 0..100u32 {
-            let k = format!("k{i:03}").into_bytes();
-            db.insert(k.clone(), value(b"v"));
-            db.set_expire(&k, Some(if i % 2 == 0 { 10 } else { 1_000 }), 0);
+            let k = format!("k{i:03}");
+            put(&mut ks, 2, &k, b"v");
+            ks.db(2)
+                .set_expire(k.as_bytes(), Some(if i % 2 == 0 { 10 } else { 1_000 }), 0)
+                .expect("expire");
         }
         let mut deleted = 0;
         for _ in 0..10 {
-            deleted += db.sweep_expired(20, 15);
+            deleted += ks.sweep_expired(20, 15);
         }
         assert_eq!(deleted, 50);
-        assert_eq!(db.len(), 50);
+        assert_eq!(ks.key_count(2), 50);
     }
 
     #[test]
     fn keys_uses_prefix_and_pattern() {
-        let mut db = Db::default();
+        let mut ks = memory_keyspace();
         for k in ["user:1:a", "user:1:b", "user:2:a", "usex", "a"] {
-            db.insert(k.as_bytes().to_vec(), value(b"1"));
+            put(&mut ks, 0, k, b"1");
         }
-        assert_eq!(
-            db.keys(b"user:1:*", 0),
-            vec![b"user:1:a".to_vec(), b"user:1:b".to_vec()]
-        );
-        assert_eq!(db.keys(b"*:a", 0).len(), 2);
-        assert_eq!(db.keys(b"*", 0).len(), 5);
+        let keys = ks.keys(0, b"user:1:*", 0).expect("keys");
+        assert_eq!(keys, vec![b"user:1:a".to_vec(), b"user:1:b".to_vec()]);
+        assert_eq!(ks.keys(0, b"*:a", 0).expect("keys").len(), 2);
+        assert_eq!(ks.keys(0, b"*", 0).expect("keys").len(), 5);
     }
 
     #[test]
     fn scan_returns_every_key_once_in_steps() {
-        let mut ks = Keyspace::new();
+        let mut ks = memory_keyspace();
         for i in 0..1000u32 {
-            ks.db(3)
-                .insert(format!("key:{i}").into_bytes(), value(b"1"));
+            put(&mut ks, 3, &format!("key:{i}"), b"1");
         }
         let mut cursor = 0;
-        let mut seen = BTreeSet::new();
+        let mut seen = std::collections::BTreeSet::new();
         let mut rounds = 0;
         loop {
-            let (next, keys) = ks.scan(3, cursor, 7, None, 0);
+            let (next, keys) = ks.scan(3, cursor, 7, None, 0).expect("scan");
             for k in keys {
                 assert!(seen.insert(k));
             }
@@ -420,22 +902,50 @@ mod tests {
         }
         assert_eq!(seen.len(), 1000);
         assert!(rounds > 100);
-        // A cursor of another database restarts rather than leaking positions.
-        let (c, _) = ks.scan(3, 0, 10, None, 0);
-        let (_, keys) = ks.scan(4, c, 10, None, 0);
+        let (c, _) = ks.scan(3, 0, 10, None, 0).expect("scan");
+        let (_, keys) = ks.scan(4, c, 10, None, 0).expect("scan");
         assert!(keys.is_empty());
     }
 
     #[test]
     fn scan_with_prefix_pattern_stops_at_prefix_end() {
-        let mut ks = Keyspace::new();
+        let mut ks = memory_keyspace();
         for k in ["a1", "b1", "b2", "b3", "c1"] {
-            ks.db(0).insert(k.as_bytes().to_vec(), value(b"1"));
+            put(&mut ks, 0, k, b"1");
         }
-        let (c, keys) = ks.scan(0, 0, 2, Some(b"b*"), 0);
+        let (c, keys) = ks.scan(0, 0, 2, Some(b"b*"), 0).expect("scan");
         assert_eq!(keys, vec![b"b1".to_vec(), b"b2".to_vec()]);
-        let (c2, keys) = ks.scan(0, c, 2, Some(b"b*"), 0);
+        let (c2, keys) = ks.scan(0, c, 2, Some(b"b*"), 0).expect("scan");
         assert_eq!(keys, vec![b"b3".to_vec()]);
         assert_eq!(c2, 0);
+    }
+
+    #[test]
+    fn counts_follow_creates_deletes_renames_and_flushes() {
+        let mut ks = memory_keyspace();
+        put(&mut ks, 1, "a", b"1");
+        put(&mut ks, 1, "b", b"1");
+        put(&mut ks, 1, "a", b"2");
+        assert_eq!(ks.key_count(1), 2);
+        assert!(ks.db(1).rename(b"a", b"c", 0).expect("rename"));
+        assert!(ks.db(1).rename(b"b", b"c", 0).expect("rename"));
+        assert_eq!(ks.key_count(1), 1);
+        assert!(ks.db(1).remove(b"c", 0).expect("remove"));
+        assert!(!ks.db(1).remove(b"c", 0).expect("remove"));
+        assert_eq!(ks.key_count(1), 0);
+        put(&mut ks, 1, "x", b"1");
+        ks.db(1).flush();
+        assert_eq!(ks.key_count(1), 0);
+        assert!(ks.keys(1, b"*", 0).expect("keys").is_empty());
+    }
+
+    #[test]
+    fn value_mut_creates_and_changes_in_place() {
+        let mut ks = memory_keyspace();
+        ks.db(0).value_mut(b"k", 0).expect("value").set_bit(7, true);
+        ks.db(0).value_mut(b"k", 0).expect("value").set_bit(8, true);
+        let v = ks.db(0).value(b"k", 0).expect("value").expect("present");
+        assert_eq!(v.to_bytes(), vec![0x01, 0x80]);
+        assert_eq!(ks.key_count(0), 1);
     }
 }

@@ -1,11 +1,20 @@
 //! One client connection: reads into an owned buffer with io_uring, parses
 //! every complete request in it, runs them as one batch (one keyspace lock),
-//! and sends all their replies in one write. Reads are never cancelled.
+//! waits until the write-ahead log holds the batch's writes, and sends all
+//! the replies in one write. A command that needs a bitmap whose payload is
+//! on disk pauses the batch while the payload is read with io_uring (never
+//! through a page fault). Reads are never cancelled.
 
 use crate::command::{self, Ctx, Session};
+use crate::keyspace::{BitString, ColdValue};
 use crate::resp::{self, Limits, Parsed, ReplyBuf};
 use crate::server::Server;
+use crate::storage::btree::Payload;
+use crate::storage::page::PAGE_SIZE;
+use crate::storage::pagefile::decode_payload;
+use std::cell::RefCell;
 use std::net::SocketAddr;
+use std::rc::Rc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use tokio_uring::buf::BoundedBuf;
@@ -26,6 +35,52 @@ enum Next {
     Continue,
     /// Close after the replies are written (QUIT or a protocol error).
     Close,
+    /// The next request needs these payloads read from disk first.
+    Load(Vec<ColdValue>),
+}
+
+thread_local! {
+    /// This thread's handle on the database file, for payload reads.
+    static DB_FILE: RefCell<Option<Rc<tokio_uring::fs::File>>> = const { RefCell::new(None) };
+}
+
+async fn db_file(server: &Server) -> std::io::Result<Rc<tokio_uring::fs::File>> {
+    if let Some(f) = DB_FILE.with(|f| f.borrow().clone()) {
+        return Ok(f);
+    }
+    let f = Rc::new(tokio_uring::fs::File::open(&server.config.db).await?);
+    DB_FILE.with(|slot| *slot.borrow_mut() = Some(f.clone()));
+    Ok(f)
+}
+
+/// Reads and verifies a payload extent with io_uring.
+async fn read_cold(server: &Server, cold: &ColdValue) -> Result<BitString, String> {
+    let Payload::Extent { page, len, .. } = cold.meta.payload else {
+        return Err(String::from("not an extent"));
+    };
+    let file = db_file(server)
+        .await
+        .map_err(|e| format!("opening the database for reading: {e}"))?;
+    let len = len as usize;
+    let mut buf: Vec<u8> = Vec::with_capacity(len);
+    let base = page * PAGE_SIZE as u64;
+    while buf.len() < len {
+        let filled = buf.len();
+        let (res, slice) = file
+            .read_at(buf.slice(filled..len), base + filled as u64)
+            .await;
+        buf = slice.into_inner();
+        match res {
+            Ok(0) => {
+                return Err(format!(
+                    "payload at page {page} runs past the end of the file"
+                ))
+            }
+            Ok(_) => {}
+            Err(e) => return Err(format!("reading the payload at page {page}: {e}")),
+        }
+    }
+    decode_payload(&buf, &cold.meta).map_err(|e| e.to_string())
 }
 
 pub async fn serve(server: Arc<Server>, stream: TcpStream, peer: SocketAddr, local: String) {
@@ -38,10 +93,20 @@ pub async fn serve(server: Arc<Server>, stream: TcpStream, peer: SocketAddr, loc
     let mut input: Vec<u8> = Vec::with_capacity(READ_BUFFER);
     let limits = Limits::default();
     let mut need = 1;
+    let mut written = server.storage.log.subscribe();
+    // Run the first request without the cold check (its load failed).
+    let mut skip_cold = false;
 
     let reason = loop {
         if input.len() >= need {
-            let (consumed, next) = run_batch(&server, &mut session, &mut out, &input, &limits);
+            let (consumed, next) = run_batch(
+                &server,
+                &mut session,
+                &mut out,
+                &input,
+                &limits,
+                std::mem::take(&mut skip_cold),
+            );
             if consumed == input.len() {
                 input.clear();
                 if input.capacity() > 4 * READ_BUFFER {
@@ -49,6 +114,11 @@ pub async fn serve(server: Arc<Server>, stream: TcpStream, peer: SocketAddr, loc
                 }
             } else if consumed > 0 {
                 input.drain(..consumed);
+            }
+            // Acknowledge writes only once the log holds them.
+            let lsn = session.last_lsn;
+            if lsn > *written.borrow() && written.wait_for(|w| *w >= lsn).await.is_err() {
+                break String::from("the log writer stopped");
             }
             if !out.is_empty() {
                 let bytes = std::mem::take(&mut out.buf);
@@ -76,6 +146,19 @@ pub async fn serve(server: Arc<Server>, stream: TcpStream, peer: SocketAddr, loc
                     continue;
                 }
                 Next::Read { need: n } => need = n,
+                Next::Load(cold) => {
+                    for c in &cold {
+                        match read_cold(&server, c).await {
+                            Ok(value) => server.keyspace().install(&c.meta, Arc::new(value)),
+                            Err(e) => {
+                                tracing::error!(client = id, error = %e, "cannot read a payload");
+                                skip_cold = true;
+                            }
+                        }
+                    }
+                    need = 1;
+                    continue;
+                }
             }
         }
         if input.capacity() < need {
@@ -108,6 +191,7 @@ fn run_batch(
     out: &mut ReplyBuf,
     input: &[u8],
     limits: &Limits,
+    mut skip_cold: bool,
 ) -> (usize, Next) {
     let mut ctx = Ctx::new(server, session, out);
     let mut pos = 0;
@@ -118,9 +202,15 @@ fn run_batch(
         }
         match resp::parse(&input[pos..], limits) {
             Ok(Parsed::Request { args, consumed }) => {
+                let argv: Vec<&[u8]> = args.iter().map(|a| a.as_ref()).collect();
+                if !std::mem::take(&mut skip_cold) {
+                    let cold = cold_values(&mut ctx, &argv);
+                    if !cold.is_empty() {
+                        return (pos, Next::Load(cold));
+                    }
+                }
                 pos += consumed;
                 requests += 1;
-                let argv: Vec<&[u8]> = args.iter().map(|a| a.as_ref()).collect();
                 command::execute(&mut ctx, &argv);
                 if ctx.session.close_after_reply || ctx.session.shutdown_requested {
                     return (
@@ -146,4 +236,33 @@ fn run_batch(
             }
         }
     }
+}
+
+/// Payloads on disk that the request needs decoded (for EXEC: those of every
+/// queued command).
+fn cold_values(ctx: &mut Ctx<'_>, argv: &[&[u8]]) -> Vec<ColdValue> {
+    let mut keys: Vec<Vec<u8>> = Vec::new();
+    match &ctx.session.multi {
+        Some(tx)
+            if argv
+                .first()
+                .is_some_and(|n| n.eq_ignore_ascii_case(b"exec")) =>
+        {
+            for (_, queued) in &tx.queued {
+                let q: Vec<&[u8]> = queued.iter().map(Vec::as_slice).collect();
+                keys.extend(command::value_keys(&q).into_iter().map(<[u8]>::to_vec));
+            }
+        }
+        Some(_) => return Vec::new(),
+        None => keys.extend(command::value_keys(argv).into_iter().map(<[u8]>::to_vec)),
+    }
+    if keys.is_empty() {
+        return Vec::new();
+    }
+    let db = ctx.session.db;
+    let now = crate::keyspace::now_ms();
+    let ks = ctx.keyspace();
+    keys.iter()
+        .filter_map(|k| ks.cold(db, k, now).ok().flatten())
+        .collect()
 }

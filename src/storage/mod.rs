@@ -2,8 +2,13 @@
 //! B+tree, payload extents, the free list) and its errors. Knows nothing
 //! about RESP or commands.
 
+pub mod alloc;
 pub mod btree;
+pub mod io;
+pub mod log;
 pub mod page;
+pub mod pagefile;
+pub mod wal;
 
 /// Errors of the storage layer, with what was being done.
 #[derive(Debug)]

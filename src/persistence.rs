@@ -1,0 +1,441 @@
+//! Durability: opening the database at start-up (lock, meta, replay of the
+//! write-ahead log through the command layer), the two storage threads —
+//! the log writer and the checkpointer, each the only writer of its files —
+//! and the checkpoint itself (freeze the overlay, serialize it outside the
+//! keyspace lock, write pages, commit the meta, publish, drop old log
+//! segments). SAVE, BGSAVE, shutdown and the automatic triggers (interval,
+//! log size, dirty bytes) all come here.
+
+use crate::command::{self, Ctx, Session};
+use crate::config::Config;
+use crate::keyspace::{Keyspace, Layer, Slot, Value};
+use crate::resp::ReplyBuf;
+use crate::server::{lock, Server};
+use crate::storage::btree::{self, dir_key};
+use crate::storage::io::UringFile;
+use crate::storage::log::{FsyncPolicy, Log};
+use crate::storage::pagefile::{encode_payload, Committed, NewValue, PageFile};
+use crate::storage::wal;
+use crate::storage::StorageError;
+use std::ops::ControlFlow;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// What the checkpointer is asked to do.
+pub enum Request {
+    /// Checkpoint now; answer when done (SAVE).
+    Save(Sender<Result<(), String>>),
+    /// Checkpoint soon; nobody waits (BGSAVE).
+    Background,
+    /// Final checkpoint, then stop; answer when done.
+    Shutdown(Sender<Result<(), String>>),
+}
+
+/// Figures INFO reports.
+#[derive(Clone, Debug, Default)]
+pub struct PersistStats {
+    pub checkpoints: u64,
+    pub last_checkpoint_unix_ms: u64,
+    pub last_checkpoint_ms: u64,
+    pub last_checkpoint_error: Option<String>,
+    pub checkpoint_running: bool,
+    pub db_pages: u64,
+    pub free_pages: u64,
+    pub wal_replayed_records: u64,
+}
+
+/// The server's handle on durability.
+pub struct Storage {
+    pub log: Arc<Log>,
+    requests: Mutex<Sender<Request>>,
+    pub stats: Mutex<PersistStats>,
+    pub db_path: PathBuf,
+}
+
+impl Storage {
+    fn send(&self, r: Request) -> bool {
+        lock(&self.requests).send(r).is_ok()
+    }
+
+    /// Runs a checkpoint and waits for it (SAVE). Call without holding the
+    /// keyspace lock.
+    pub fn save(&self) -> Result<(), String> {
+        let (tx, rx) = mpsc::channel();
+        if !self.send(Request::Save(tx)) {
+            return Err(String::from("the checkpointer is not running"));
+        }
+        rx.recv()
+            .unwrap_or_else(|_| Err(String::from("the checkpointer stopped")))
+    }
+
+    pub fn background_save(&self) -> bool {
+        self.send(Request::Background)
+    }
+
+    /// Final checkpoint before exit; waits for it.
+    pub fn shutdown(&self) -> Result<(), String> {
+        let (tx, rx) = mpsc::channel();
+        if !self.send(Request::Shutdown(tx)) {
+            return Err(String::from("the checkpointer is not running"));
+        }
+        rx.recv()
+            .unwrap_or_else(|_| Err(String::from("the checkpointer stopped")))
+    }
+}
+
+/// Why the database could not be opened.
+#[derive(Debug)]
+pub enum OpenError {
+    Storage(StorageError),
+    Log(String),
+}
+
+impl std::fmt::Display for OpenError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            OpenError::Storage(e) => write!(f, "{e}"),
+            OpenError::Log(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl From<StorageError> for OpenError {
+    fn from(e: StorageError) -> Self {
+        OpenError::Storage(e)
+    }
+}
+
+/// Tuning of checkpoints and the cache, from the command line.
+#[derive(Clone, Debug)]
+pub struct Tuning {
+    pub cache_bytes: usize,
+    pub fsync: FsyncPolicy,
+    pub checkpoint_interval: Duration,
+    pub checkpoint_log_bytes: u64,
+}
+
+impl Tuning {
+    pub fn from_config(config: &Config) -> Result<Tuning, String> {
+        Ok(Tuning {
+            cache_bytes: crate::config::parse_size(&config.cache_size)
+                .map_err(|e| format!("--cache-size: {e}"))? as usize,
+            fsync: config.fsync.parse().map_err(|e| format!("--fsync: {e}"))?,
+            checkpoint_interval: Duration::from_secs(config.checkpoint_interval.max(1)),
+            checkpoint_log_bytes: crate::config::parse_size(&config.checkpoint_log_size)
+                .map_err(|e| format!("--checkpoint-log-size: {e}"))?,
+        })
+    }
+}
+
+/// Opens the database, replays its log, and starts the storage threads.
+pub fn open(config: Config) -> Result<Arc<Server>, OpenError> {
+    let tuning = Tuning::from_config(&config).map_err(OpenError::Log)?;
+    let started = Instant::now();
+    let path = config.db.clone();
+    let (file, committed) = PageFile::open(&path)?;
+    let meta = committed.meta.clone();
+    let keyspace = Keyspace::new(Arc::new(committed), tuning.cache_bytes);
+
+    // Segments the committed state already includes are leftovers.
+    let segments = wal::list_segments(&path)
+        .map_err(|e| OpenError::Log(format!("listing log segments: {e}")))?;
+    let (old, live): (Vec<_>, Vec<_>) = segments
+        .into_iter()
+        .partition(|(seq, _)| *seq < meta.wal_seq);
+    for (_, p) in &old {
+        if let Err(e) = std::fs::remove_file(p) {
+            tracing::warn!(path = %p.display(), error = %e, "cannot remove an old log segment");
+        }
+    }
+
+    // The log starts out idle; replay does not append to it.
+    let last = live.last().map(|(seq, _)| *seq);
+    let (tx, rx) = mpsc::channel();
+    let log = Arc::new(Log::new(tuning.fsync, last.unwrap_or(meta.wal_seq), 0));
+    let storage = Storage {
+        log: log.clone(),
+        requests: Mutex::new(tx),
+        stats: Mutex::new(PersistStats {
+            last_checkpoint_unix_ms: meta.committed_at_ms,
+            db_pages: meta.page_count,
+            ..PersistStats::default()
+        }),
+        db_path: path.clone(),
+    };
+    let server = Arc::new(Server::new(config, keyspace, storage));
+
+    let mut replayed = 0u64;
+    let mut tail: Option<(u64, u64)> = None;
+    for (seq, seg_path) in &live {
+        let stats = replay_segment(&server, seg_path, *seq)?;
+        replayed += stats.0;
+        tail = Some((*seq, stats.1));
+    }
+    let writer = match tail {
+        Some((seq, valid_len)) => wal::open_segment(&path, seq, valid_len)
+            .map_err(|e| OpenError::Log(format!("opening log segment {seq}: {e}")))?,
+        None => wal::create_segment(&path, meta.wal_seq)
+            .map_err(|e| OpenError::Log(format!("creating log segment {}: {e}", meta.wal_seq)))?,
+    };
+    let next_seq = writer.seq() + 1;
+    lock(&server.storage.stats).wal_replayed_records = replayed;
+    tracing::info!(
+        database = %path.display(),
+        txid = meta.txid,
+        keys = server.keyspace().total_keys(),
+        replayed_records = replayed,
+        ms = started.elapsed().as_millis() as u64,
+        "database open"
+    );
+
+    let writer_log = log.clone();
+    let writer_path = path.clone();
+    std::thread::Builder::new()
+        .name("wal-writer".into())
+        .spawn(move || writer_log.run_writer(writer_path, writer))
+        .map_err(|e| OpenError::Log(format!("starting the log writer: {e}")))?;
+    let checkpointer = Checkpointer {
+        server: server.clone(),
+        file,
+        next_seq,
+        tuning,
+        last: Instant::now(),
+    };
+    std::thread::Builder::new()
+        .name("checkpointer".into())
+        .spawn(move || checkpointer.run(rx))
+        .map_err(|e| OpenError::Log(format!("starting the checkpointer: {e}")))?;
+    Ok(server)
+}
+
+/// Replays one segment; returns (records, valid length).
+fn replay_segment(server: &Server, path: &Path, seq: u64) -> Result<(u64, u64), OpenError> {
+    let client = server.register_client(String::from("log-replay"), String::new());
+    let mut session = Session::new(client.clone());
+    let mut out = ReplyBuf::new();
+    let started = Instant::now();
+    let mut ctx = Ctx::new(server, &mut session, &mut out);
+    let mut commands = 0u64;
+    let stats = wal::replay_segment(path, seq, |payload| -> Result<(), String> {
+        commands += u64::from(command::replay_record(&mut ctx, payload)?);
+        Ok(())
+    });
+    drop(ctx);
+    server.unregister_client(client.id);
+    let stats = match stats {
+        Ok(s) => s,
+        Err(e) if e.is_incomplete_header() => {
+            // A crash while the segment was being created: it holds nothing.
+            tracing::warn!(path = %path.display(), "removing a log segment whose header was never completed");
+            std::fs::remove_file(path)
+                .map_err(|e| OpenError::Log(format!("removing {}: {e}", path.display())))?;
+            let w = wal::create_segment(&server.storage.db_path, seq)
+                .map_err(|e| OpenError::Log(format!("recreating log segment {seq}: {e}")))?;
+            return Ok((0, w.len()));
+        }
+        Err(e) => {
+            return Err(OpenError::Log(format!(
+                "replaying the write-ahead log: {e}"
+            )))
+        }
+    };
+    if let Some(damage) = &stats.damage {
+        tracing::warn!(
+            path = %path.display(),
+            discarded_bytes = stats.discarded_bytes,
+            reason = %damage,
+            "the log ends in a torn or damaged record; it is cut there"
+        );
+    }
+    if stats.records > 0 {
+        tracing::info!(
+            path = %path.display(),
+            records = stats.records,
+            commands,
+            ms = started.elapsed().as_millis() as u64,
+            "replayed the write-ahead log"
+        );
+    }
+    Ok((stats.records, stats.valid_len))
+}
+
+struct Checkpointer {
+    server: Arc<Server>,
+    file: PageFile<UringFile>,
+    next_seq: u64,
+    tuning: Tuning,
+    last: Instant,
+}
+
+impl Checkpointer {
+    fn run(mut self, requests: Receiver<Request>) {
+        loop {
+            let request = match requests.recv_timeout(Duration::from_secs(1)) {
+                Ok(r) => Some(r),
+                Err(mpsc::RecvTimeoutError::Timeout) => None,
+                Err(mpsc::RecvTimeoutError::Disconnected) => return,
+            };
+            match request {
+                Some(Request::Save(reply)) => {
+                    let r = self.checkpoint("SAVE");
+                    let _ = reply.send(r);
+                }
+                Some(Request::Background) => {
+                    let _ = self.checkpoint("BGSAVE");
+                }
+                Some(Request::Shutdown(reply)) => {
+                    let r = self.checkpoint("shutdown");
+                    self.server.storage.log.stop();
+                    let _ = reply.send(r);
+                    return;
+                }
+                None => {
+                    if let Some(reason) = self.due() {
+                        let _ = self.checkpoint(reason);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Whether an automatic checkpoint is due, and why.
+    fn due(&mut self) -> Option<&'static str> {
+        let log_bytes = self.server.storage.log.segment_bytes();
+        if log_bytes >= self.tuning.checkpoint_log_bytes {
+            return Some("log size");
+        }
+        let ks = self.server.keyspace();
+        if !ks.has_changes() {
+            self.last = Instant::now();
+            return None;
+        }
+        if ks.dirty_bytes() >= self.tuning.cache_bytes / 2 {
+            return Some("dirty data");
+        }
+        if self.last.elapsed() >= self.tuning.checkpoint_interval {
+            return Some("interval");
+        }
+        None
+    }
+
+    fn checkpoint(&mut self, reason: &str) -> Result<(), String> {
+        let started = Instant::now();
+        let (frozen, base, seq) = {
+            let mut ks = self.server.keyspace();
+            if !ks.has_changes() {
+                self.last = Instant::now();
+                return Ok(());
+            }
+            let seq = self.next_seq;
+            self.next_seq += 1;
+            let frozen = ks.freeze();
+            // Under the keyspace lock: every record logged so far is in `frozen`.
+            self.server.storage.log.rotate(seq);
+            (frozen, ks.committed().clone(), seq)
+        };
+        lock(&self.server.storage.stats).checkpoint_running = true;
+        let result = self.write(&frozen, &base, seq);
+        let mut stats = lock(&self.server.storage.stats);
+        stats.checkpoint_running = false;
+        self.last = Instant::now();
+        match result {
+            Ok(keys) => {
+                stats.checkpoints += 1;
+                stats.last_checkpoint_unix_ms = crate::keyspace::now_ms();
+                stats.last_checkpoint_ms = started.elapsed().as_millis() as u64;
+                stats.last_checkpoint_error = None;
+                stats.db_pages = self.file.meta().page_count;
+                stats.free_pages = self.file.free_pages();
+                drop(stats);
+                if let Err(e) = wal::remove_segments_before(&self.server.storage.db_path, seq) {
+                    tracing::warn!(error = %e, "cannot remove log segments the checkpoint made redundant");
+                }
+                tracing::info!(
+                    reason,
+                    keys_written = keys,
+                    txid = self.file.meta().txid,
+                    ms = started.elapsed().as_millis() as u64,
+                    "checkpoint"
+                );
+                Ok(())
+            }
+            Err(e) => {
+                let msg = e.to_string();
+                stats.last_checkpoint_error = Some(msg.clone());
+                drop(stats);
+                tracing::error!(reason, error = %msg, "checkpoint failed; the log keeps every change and it will be retried");
+                Err(msg)
+            }
+        }
+    }
+
+    /// Writes `frozen` on top of `base` and publishes the result.
+    fn write(
+        &mut self,
+        frozen: &Layer,
+        base: &Arc<Committed>,
+        seq: u64,
+    ) -> Result<usize, StorageError> {
+        let mut changes: Vec<(Vec<u8>, Option<NewValue>)> = Vec::new();
+        let mut loaded: Vec<(Vec<u8>, Arc<crate::keyspace::BitString>)> = Vec::new();
+        for (db, layer) in frozen.dbs.iter().enumerate() {
+            if layer.flushed {
+                // Every committed key of the database goes, unless rewritten.
+                let prefix = [db as u8];
+                let _ = btree::visit_from(&**base, base.meta.root, &prefix, &mut |k, _| {
+                    if k.first() != Some(&(db as u8)) {
+                        return ControlFlow::Break(());
+                    }
+                    if !layer.slots.contains_key(&k[1..]) {
+                        changes.push((k.to_vec(), None));
+                    }
+                    ControlFlow::Continue(())
+                })?;
+            }
+            for (key, slot) in &layer.slots {
+                let ckey = dir_key(db, key);
+                let value = match slot {
+                    Slot::Deleted => None,
+                    Slot::Present(entry) => {
+                        let expire_at = entry.expire_at.unwrap_or(0);
+                        match &entry.value {
+                            Value::Loaded(v) => {
+                                loaded.push((ckey.clone(), v.clone()));
+                                Some(NewValue::Fresh {
+                                    payload: encode_payload(v),
+                                    byte_len: v.len(),
+                                    cardinality: v.count(),
+                                    expire_at,
+                                })
+                            }
+                            Value::Stored(meta) => {
+                                let mut meta = meta.clone();
+                                meta.expire_at = expire_at;
+                                Some(NewValue::Keep(meta))
+                            }
+                        }
+                    }
+                };
+                changes.push((ckey, value));
+            }
+        }
+        changes.sort_by(|a, b| a.0.cmp(&b.0));
+        let count = changes.len();
+        let (_, released) = self.file.checkpoint(base, changes, seq)?;
+        let committed = Arc::new(self.file.committed()?);
+        // The values just written are now committed: cache them under their
+        // new payload locations.
+        let mut written = Vec::with_capacity(loaded.len());
+        for (ckey, value) in loaded {
+            if let Some(meta) = committed.lookup(&ckey)? {
+                written.push((meta, value));
+            }
+        }
+        self.server
+            .keyspace()
+            .checkpoint_committed(committed, written, &released);
+        Ok(count)
+    }
+}
