@@ -8,15 +8,16 @@
 
 use crate::command::{self, Ctx, Session};
 use crate::config::Config;
-use crate::keyspace::{Keyspace, Layer, Slot, Value};
+use crate::keyspace::{BitString, Keyspace, Layer, Slot, Value};
 use crate::resp::ReplyBuf;
 use crate::server::{lock, Server};
 use crate::storage::btree::{self, dir_key};
 use crate::storage::io::UringFile;
 use crate::storage::log::{FsyncPolicy, Log};
-use crate::storage::pagefile::{encode_payload, Committed, NewValue, PageFile};
+use crate::storage::pagefile::{encode_payload, Committed, MapFile, NewValue, PageFile};
 use crate::storage::wal;
 use crate::storage::StorageError;
+use std::collections::HashSet;
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, Receiver, Sender};
@@ -372,70 +373,275 @@ impl Checkpointer {
     }
 
     /// Writes `frozen` on top of `base` and publishes the result.
-    fn write(
-        &mut self,
-        frozen: &Layer,
-        base: &Arc<Committed>,
-        seq: u64,
-    ) -> Result<usize, StorageError> {
-        let mut changes: Vec<(Vec<u8>, Option<NewValue>)> = Vec::new();
-        let mut loaded: Vec<(Vec<u8>, Arc<crate::keyspace::BitString>)> = Vec::new();
-        for (db, layer) in frozen.dbs.iter().enumerate() {
-            if layer.flushed {
-                // Every committed key of the database goes, unless rewritten.
-                let prefix = [db as u8];
-                let _ = btree::visit_from(&**base, base.meta.root, &prefix, &mut |k, _| {
-                    if k.first() != Some(&(db as u8)) {
-                        return ControlFlow::Break(());
-                    }
-                    if !layer.slots.contains_key(&k[1..]) {
-                        changes.push((k.to_vec(), None));
-                    }
-                    ControlFlow::Continue(())
-                })?;
-            }
-            for (key, slot) in &layer.slots {
-                let ckey = dir_key(db, key);
-                let value = match slot {
-                    Slot::Deleted => None,
-                    Slot::Present(entry) => {
-                        let expire_at = entry.expire_at.unwrap_or(0);
-                        match &entry.value {
-                            Value::Loaded(v) => {
-                                loaded.push((ckey.clone(), v.clone()));
-                                Some(NewValue::Fresh {
-                                    payload: encode_payload(v),
-                                    byte_len: v.len(),
-                                    cardinality: v.count(),
-                                    expire_at,
-                                })
-                            }
-                            Value::Stored(meta) => {
-                                let mut meta = meta.clone();
-                                meta.expire_at = expire_at;
-                                Some(NewValue::Keep(meta))
-                            }
-                        }
-                    }
-                };
-                changes.push((ckey, value));
-            }
-        }
-        changes.sort_by(|a, b| a.0.cmp(&b.0));
-        let count = changes.len();
-        let (_, released) = self.file.checkpoint(base, changes, seq)?;
-        let committed = Arc::new(self.file.committed()?);
-        // The values just written are now committed: cache them under their
-        // new payload locations.
-        let mut written = Vec::with_capacity(loaded.len());
-        for (ckey, value) in loaded {
-            if let Some(meta) = committed.lookup(&ckey)? {
-                written.push((meta, value));
-            }
-        }
+    fn write(&mut self, frozen: &Layer, base: &Arc<Committed>, seq: u64) -> Result<usize, StorageError> {
+        let done = write_layer(&mut self.file, frozen, base, seq)?;
         self.server
             .keyspace()
-            .checkpoint_committed(committed, written, &released);
-        Ok(count)
+            .checkpoint_committed(done.committed, done.written, &done.released);
+        Ok(done.changes)
+    }
+}
+
+/// What a checkpoint produced, for publishing.
+pub struct Written {
+    pub committed: Arc<Committed>,
+    /// The values written, with their new directory entries (to cache).
+    pub written: Vec<(crate::storage::btree::EntryMeta, Arc<BitString>)>,
+    /// First pages of the runs the checkpoint released.
+    pub released: HashSet<u64>,
+    pub changes: usize,
+}
+
+/// Serializes `frozen` and commits it on top of `base` into `file` (which
+/// may be simulated in tests). Runs without the keyspace lock.
+pub fn write_layer<F: MapFile>(
+    file: &mut PageFile<F>,
+    frozen: &Layer,
+    base: &Arc<Committed>,
+    seq: u64,
+) -> Result<Written, StorageError> {
+    let mut changes: Vec<(Vec<u8>, Option<NewValue>)> = Vec::new();
+    let mut loaded: Vec<(Vec<u8>, Arc<BitString>)> = Vec::new();
+    for (db, layer) in frozen.dbs.iter().enumerate() {
+        if layer.flushed {
+            // Every committed key of the database goes, unless rewritten.
+            let prefix = [db as u8];
+            let _ = btree::visit_from(&**base, base.meta.root, &prefix, &mut |k, _| {
+                if k.first() != Some(&(db as u8)) {
+                    return ControlFlow::Break(());
+                }
+                if !layer.slots.contains_key(&k[1..]) {
+                    changes.push((k.to_vec(), None));
+                }
+                ControlFlow::Continue(())
+            })?;
+        }
+        for (key, slot) in &layer.slots {
+            let ckey = dir_key(db, key);
+            let value = match slot {
+                Slot::Deleted => None,
+                Slot::Present(entry) => {
+                    let expire_at = entry.expire_at.unwrap_or(0);
+                    match &entry.value {
+                        Value::Loaded(v) => {
+                            loaded.push((ckey.clone(), v.clone()));
+                            Some(NewValue::Fresh {
+                                payload: encode_payload(v),
+                                byte_len: v.len(),
+                                cardinality: v.count(),
+                                expire_at,
+                            })
+                        }
+                        Value::Stored(meta) => {
+                            let mut meta = meta.clone();
+                            meta.expire_at = expire_at;
+                            Some(NewValue::Keep(meta))
+                        }
+                    }
+                }
+            };
+            changes.push((ckey, value));
+        }
+    }
+    changes.sort_by(|a, b| a.0.cmp(&b.0));
+    let count = changes.len();
+    let (_, released) = file.checkpoint(base, changes, seq)?;
+    let committed = Arc::new(file.committed()?);
+    // The values just written are now committed: cache them under their
+    // new payload locations.
+    let mut written = Vec::with_capacity(loaded.len());
+    for (ckey, value) in loaded {
+        if let Some(meta) = committed.lookup(&ckey)? {
+            written.push((meta, value));
+        }
+    }
+    Ok(Written {
+        committed,
+        written,
+        released,
+        changes: count,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    //! Model-based tests of the keyspace over a simulated database file:
+    //! random changes in several databases, checkpoints, clean reopens, and
+    //! crashes at every write boundary of the file (unsynced data dropped,
+    //! or the last write torn). After any crash the file must open and hold
+    //! exactly the state of a checkpoint that had committed.
+
+    use super::*;
+    use crate::storage::io::{CrashMode, SimFile};
+    use proptest::prelude::*;
+    use std::collections::BTreeMap;
+    use std::path::Path;
+
+    type State = BTreeMap<(usize, Vec<u8>), (Vec<u8>, Option<u64>)>;
+
+    const NOW: u64 = 1_000;
+
+    #[derive(Clone, Debug)]
+    enum Op {
+        SetBit(usize, u8, u32, bool),
+        Set(usize, u8, Vec<u8>),
+        Del(usize, u8),
+        Expire(usize, u8, Option<u64>),
+        Rename(usize, u8, u8),
+        Flush(usize),
+        Checkpoint,
+        Reopen,
+    }
+
+    fn key(k: u8) -> Vec<u8> {
+        format!("trackist_ev{}_2026-{}", k % 7, k).into_bytes()
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        let db = 0usize..3;
+        let k = 0u8..24;
+        prop_oneof![
+            6 => (db.clone(), k.clone(), prop_oneof![0u32..64, 0u32..200_000, 1_000_000u32..1_100_000], any::<bool>())
+                .prop_map(|(d, k, o, v)| Op::SetBit(d, k, o, v)),
+            2 => (db.clone(), k.clone(), proptest::collection::vec(any::<u8>(), 0..1200)).prop_map(|(d, k, b)| Op::Set(d, k, b)),
+            2 => (db.clone(), k.clone()).prop_map(|(d, k)| Op::Del(d, k)),
+            1 => (db.clone(), k.clone(), proptest::option::of(10_000u64..20_000)).prop_map(|(d, k, t)| Op::Expire(d, k, t)),
+            1 => (db.clone(), k.clone(), k.clone()).prop_map(|(d, a, b)| Op::Rename(d, a, b)),
+            1 => db.prop_map(Op::Flush),
+            2 => Just(Op::Checkpoint),
+            1 => Just(Op::Reopen),
+        ]
+    }
+
+    /// Applies an operation to the keyspace and to the model.
+    fn apply(ks: &mut Keyspace, model: &mut State, op: &Op) {
+        match op {
+            Op::SetBit(db, k, offset, v) => {
+                ks.db(*db).value_mut(&key(*k), NOW).expect("value_mut").set_bit(*offset, *v);
+                let e = model.entry((*db, key(*k))).or_insert((Vec::new(), None));
+                let byte = (*offset / 8) as usize;
+                if e.0.len() <= byte {
+                    e.0.resize(byte + 1, 0);
+                }
+                let mask = 0x80u8 >> (offset % 8);
+                if *v {
+                    e.0[byte] |= mask;
+                } else {
+                    e.0[byte] &= !mask;
+                }
+            }
+            Op::Set(db, k, bytes) => {
+                ks.db(*db).put(&key(*k), BitString::from_bytes(bytes), None).expect("put");
+                model.insert((*db, key(*k)), (bytes.clone(), None));
+            }
+            Op::Del(db, k) => {
+                let removed = ks.db(*db).remove(&key(*k), NOW).expect("remove");
+                assert_eq!(removed, model.remove(&(*db, key(*k))).is_some());
+            }
+            Op::Expire(db, k, at) => {
+                let set = ks.db(*db).set_expire(&key(*k), *at, NOW).expect("expire");
+                let m = model.get_mut(&(*db, key(*k)));
+                assert_eq!(set, m.is_some());
+                if let Some(e) = m {
+                    e.1 = *at;
+                }
+            }
+            Op::Rename(db, a, b) => {
+                let moved = ks.db(*db).rename(&key(*a), &key(*b), NOW).expect("rename");
+                let src = model.remove(&(*db, key(*a)));
+                assert_eq!(moved, src.is_some());
+                if let Some(v) = src {
+                    model.insert((*db, key(*b)), v);
+                }
+            }
+            Op::Flush(db) => {
+                ks.db(*db).flush();
+                model.retain(|(d, _), _| d != db);
+            }
+            Op::Checkpoint | Op::Reopen => {}
+        }
+    }
+
+    /// Everything the keyspace holds, as the model's type.
+    fn dump(ks: &mut Keyspace) -> State {
+        let mut out = State::new();
+        for db in 0..3 {
+            for k in ks.keys(db, b"*", NOW).expect("keys") {
+                let meta = ks.db(db).meta(&k, NOW).expect("meta").expect("live");
+                let v = ks.db(db).value(&k, NOW).expect("value").expect("live");
+                assert_eq!(meta.len, v.len());
+                assert_eq!(meta.cardinality, v.count());
+                out.insert((db, k), (v.to_bytes(), meta.expire_at));
+            }
+            assert_eq!(ks.key_count(db), out.keys().filter(|(d, _)| *d == db).count() as u64);
+        }
+        out
+    }
+
+    fn open(disk: &SimFile) -> (PageFile<SimFile>, Keyspace) {
+        let (file, committed) = PageFile::open_io(disk.clone_handle(), Path::new("sim.db")).expect("open");
+        let ks = Keyspace::new(Arc::new(committed), 64 * 1024);
+        (file, ks)
+    }
+
+    fn checkpoint(file: &mut PageFile<SimFile>, ks: &mut Keyspace, seq: u64) {
+        let frozen = ks.freeze();
+        let base = ks.committed().clone();
+        let done = write_layer(file, &frozen, &base, seq).expect("checkpoint");
+        ks.checkpoint_committed(done.committed, done.written, &done.released);
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+        #[test]
+        fn checkpoints_reopens_and_crashes_match_the_model(ops in proptest::collection::vec(op(), 1..120)) {
+            let disk = SimFile::new();
+            let (mut file, mut ks) = open(&disk);
+            let mut model = State::new();
+            // The state of each committed checkpoint, with the number of
+            // file changes made when its meta page had been synced.
+            let mut snapshots: Vec<(u64, State)> = vec![(disk.changes(), State::new())];
+            let mut seq = 2;
+            for op in &ops {
+                match op {
+                    Op::Checkpoint => {
+                        checkpoint(&mut file, &mut ks, seq);
+                        seq += 1;
+                        snapshots.push((disk.changes(), model.clone()));
+                        prop_assert_eq!(dump(&mut ks), model.clone());
+                    }
+                    Op::Reopen => {
+                        // A clean restart without the log: the last checkpoint.
+                        drop(file);
+                        let (f, k) = open(&disk);
+                        file = f;
+                        ks = k;
+                        model = snapshots.last().map(|s| s.1.clone()).unwrap_or_default();
+                        prop_assert_eq!(dump(&mut ks), model.clone());
+                    }
+                    other => apply(&mut ks, &mut model, other),
+                }
+            }
+            checkpoint(&mut file, &mut ks, seq);
+            snapshots.push((disk.changes(), model.clone()));
+            prop_assert_eq!(dump(&mut ks), model.clone());
+
+            // Crash after every write boundary: the file opens and holds a
+            // committed state, never older than the last fully synced one.
+            let total = disk.changes();
+            for k in 0..=total {
+                for mode in [CrashMode::DropUnsynced, CrashMode::KeepUnsynced, CrashMode::TearLastWrite(100), CrashMode::LastWriteOnly] {
+                    let crashed = SimFile::from_bytes(disk.crash_after(k, mode));
+                    let (_, mut ks) = open(&crashed);
+                    let state = dump(&mut ks);
+                    let newest_durable = snapshots.iter().rposition(|(at, _)| *at <= k).unwrap_or(0);
+                    let found = snapshots.iter().rposition(|(_, s)| *s == state);
+                    prop_assert!(found.is_some(), "after change {k} the file holds no committed state");
+                    prop_assert!(found.unwrap_or(0) + 1 >= newest_durable,
+                        "after change {k} the file went back to checkpoint {:?}, newest durable {newest_durable}", found);
+                }
+            }
+        }
     }
 }

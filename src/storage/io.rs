@@ -500,6 +500,10 @@ pub enum CrashMode {
     /// only its first `n` bytes landed (a torn write). Changes of length
     /// (truncate, allocate) made after that write are kept.
     TearLastWrite(usize),
+    /// Of the unsynced changes only the last write landed (the kernel wrote
+    /// pages back out of order); earlier unsynced writes are lost. Changes
+    /// of length are kept.
+    LastWriteOnly,
 }
 
 /// A one-shot failure armed with [`SimFile::inject`]: the next operation of
@@ -660,6 +664,16 @@ impl SimFile {
             CrashMode::KeepUnsynced => {
                 for p in pending {
                     apply(&mut durable, p, None);
+                }
+            }
+            CrashMode::LastWriteOnly => {
+                let last = pending
+                    .iter()
+                    .rposition(|op| matches!(op, SimOp::Write { .. }));
+                for (i, p) in pending.into_iter().enumerate() {
+                    if Some(i) == last || !matches!(p, SimOp::Write { .. }) {
+                        apply(&mut durable, p, None);
+                    }
                 }
             }
             CrashMode::TearLastWrite(n) => {
