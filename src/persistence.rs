@@ -373,7 +373,12 @@ impl Checkpointer {
     }
 
     /// Writes `frozen` on top of `base` and publishes the result.
-    fn write(&mut self, frozen: &Layer, base: &Arc<Committed>, seq: u64) -> Result<usize, StorageError> {
+    fn write(
+        &mut self,
+        frozen: &Layer,
+        base: &Arc<Committed>,
+        seq: u64,
+    ) -> Result<usize, StorageError> {
         let done = write_layer(&mut self.file, frozen, base, seq)?;
         self.server
             .keyspace()
@@ -517,7 +522,10 @@ mod tests {
     fn apply(ks: &mut Keyspace, model: &mut State, op: &Op) {
         match op {
             Op::SetBit(db, k, offset, v) => {
-                ks.db(*db).value_mut(&key(*k), NOW).expect("value_mut").set_bit(*offset, *v);
+                ks.db(*db)
+                    .value_mut(&key(*k), NOW)
+                    .expect("value_mut")
+                    .set_bit(*offset, *v);
                 let e = model.entry((*db, key(*k))).or_insert((Vec::new(), None));
                 let byte = (*offset / 8) as usize;
                 if e.0.len() <= byte {
@@ -531,7 +539,9 @@ mod tests {
                 }
             }
             Op::Set(db, k, bytes) => {
-                ks.db(*db).put(&key(*k), BitString::from_bytes(bytes), None).expect("put");
+                ks.db(*db)
+                    .put(&key(*k), BitString::from_bytes(bytes), None)
+                    .expect("put");
                 model.insert((*db, key(*k)), (bytes.clone(), None));
             }
             Op::Del(db, k) => {
@@ -573,13 +583,17 @@ mod tests {
                 assert_eq!(meta.cardinality, v.count());
                 out.insert((db, k), (v.to_bytes(), meta.expire_at));
             }
-            assert_eq!(ks.key_count(db), out.keys().filter(|(d, _)| *d == db).count() as u64);
+            assert_eq!(
+                ks.key_count(db),
+                out.keys().filter(|(d, _)| *d == db).count() as u64
+            );
         }
         out
     }
 
     fn open(disk: &SimFile) -> (PageFile<SimFile>, Keyspace) {
-        let (file, committed) = PageFile::open_io(disk.clone_handle(), Path::new("sim.db")).expect("open");
+        let (file, committed) =
+            PageFile::open_io(disk.clone_handle(), Path::new("sim.db")).expect("open");
         let ks = Keyspace::new(Arc::new(committed), 64 * 1024);
         (file, ks)
     }

@@ -223,20 +223,28 @@ impl PageFile<UringFile> {
 impl<F: MapFile> PageFile<F> {
     /// Opens a database over any file implementation (tests use SimFile).
     pub fn open_io(mut io: F, path: &Path) -> Result<(PageFile<F>, Committed), StorageError> {
-        let len = io.len().map_err(|e| StorageError::io("reading the database size", e))?;
+        let len = io
+            .len()
+            .map_err(|e| StorageError::io("reading the database size", e))?;
         if len > 0 && len <= 2 * PAGE_SIZE as u64 {
             // A crash while the file was being created can leave zeros or a
             // torn first meta page. Such a file never held data pages.
             let mut head = vec![0u8; len as usize];
-            let n = io.read_at(&mut head, 0).map_err(|e| StorageError::io("reading the meta pages", e))?;
+            let n = io
+                .read_at(&mut head, 0)
+                .map_err(|e| StorageError::io("reading the meta pages", e))?;
             head.truncate(n);
             let ours_or_blank = head.iter().all(|&b| b == 0) || head.starts_with(MAGIC);
-            let valid = head.len() == 2 * PAGE_SIZE && choose_meta(&head[..PAGE_SIZE], &head[PAGE_SIZE..]).is_ok();
+            let valid = head.len() == 2 * PAGE_SIZE
+                && choose_meta(&head[..PAGE_SIZE], &head[PAGE_SIZE..]).is_ok();
             if ours_or_blank && !valid {
-                io.truncate(0).map_err(|e| StorageError::io("resetting a half-created database file", e))?;
+                io.truncate(0)
+                    .map_err(|e| StorageError::io("resetting a half-created database file", e))?;
             }
         }
-        let len = io.len().map_err(|e| StorageError::io("reading the database size", e))?;
+        let len = io
+            .len()
+            .map_err(|e| StorageError::io("reading the database size", e))?;
         if len == 0 {
             let meta = Meta {
                 txid: 0,

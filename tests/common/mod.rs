@@ -404,6 +404,61 @@ impl ServerProcess {
     pub fn dir(&self) -> &Path {
         self.dir.path()
     }
+
+    /// `kill -9`: the process dies at once, wherever it is.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Sends SIGTERM and waits (up to `timeout`) for the process to exit;
+    /// returns its exit code.
+    pub fn terminate(&mut self, timeout: Duration) -> Option<i32> {
+        let pid = self.child.id().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status.code();
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Waits (up to `timeout`) for the process to exit by itself.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<i32> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status.code();
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Our server on a given database file (kept across restarts), with
+    /// extra flags.
+    pub fn bitmapist_at(db: &Path, extra_args: &[&str]) -> ServerProcess {
+        let bin = std::env::var_os("BITMAPIST_TEST_BIN")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_bitmapist-server")));
+        let db = db.to_path_buf();
+        ServerProcess::start("bitmapist-server", |port, _dir| {
+            let mut cmd = Command::new(&bin);
+            cmd.arg("--addr")
+                .arg(format!("127.0.0.1:{port}"))
+                .arg("--db")
+                .arg(&db)
+                .args(extra_args);
+            cmd
+        })
+    }
 }
 
 fn read_tail(log: &Path) -> String {
@@ -454,6 +509,16 @@ pub struct RawClient {
 }
 
 impl RawClient {
+    /// Wraps an already connected stream (its timeouts as the caller set them).
+    pub fn from_stream(stream: TcpStream, port: u16) -> RawClient {
+        let _ = stream.set_nodelay(true);
+        RawClient {
+            stream,
+            buf: Vec::new(),
+            port,
+        }
+    }
+
     pub fn connect(port: u16) -> RawClient {
         let stream = TcpStream::connect(("127.0.0.1", port))
             .unwrap_or_else(|e| panic!("connect to 127.0.0.1:{port}: {e}"));

@@ -1,0 +1,548 @@
+//! Durability of the real binary: kill -9 under concurrent pipelined
+//! writers loses no acknowledged write; restarts keep values, lengths and
+//! TTLs; a torn log tail is cut; a corrupt payload is an error for its key
+//! only; a full disk refuses writes (MISCONF) while reads work, and writes
+//! resume when space returns; a second process and foreign files are
+//! refused with clear messages.
+
+mod common;
+
+use common::{encode, parse_reply, RawClient, ServerProcess};
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+fn db_in(dir: &Path) -> PathBuf {
+    dir.join("bitmapist.db")
+}
+
+fn run_binary(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_bitmapist-server"))
+        .args(args)
+        .output()
+        .expect("run the server binary")
+}
+
+/// One writer: pipelined batches of SETBIT on its own keys; returns every
+/// (key, offset) whose reply arrived (acknowledged) before the server died.
+fn writer(
+    port: u16,
+    id: usize,
+    stop: Arc<AtomicBool>,
+    acked: Arc<Mutex<BTreeSet<(String, u64)>>>,
+    round: usize,
+) {
+    let Ok(stream) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+    let mut client = RawClient::from_stream(stream, port);
+    let mut n: u64 = 0;
+    while !stop.load(Ordering::Relaxed) {
+        let mut batch = Vec::new();
+        let mut sent = Vec::new();
+        for _ in 0..50 {
+            let key = format!("r{round}:w{id}:{}", n % 37);
+            let offset = n * 7 + (id as u64);
+            batch.extend(encode(&[
+                b"SETBIT".as_slice(),
+                key.as_bytes(),
+                offset.to_string().as_bytes(),
+                b"1",
+            ]));
+            sent.push((key, offset));
+            n += 1;
+        }
+        if client.try_send(&batch).is_err() {
+            return;
+        }
+        for item in sent {
+            match client.try_read_reply() {
+                Ok(reply) if reply.starts_with(b":") => {
+                    acked.lock().unwrap_or_else(|e| e.into_inner()).insert(item);
+                }
+                _ => return,
+            }
+        }
+    }
+}
+
+#[test]
+fn kill9_loop_keeps_every_acknowledged_write() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let db = db_in(dir.path());
+    // A small log limit makes checkpoints (and log rotations) happen while
+    // the writers run.
+    let flags = [
+        "--checkpoint-log-size",
+        "200KiB",
+        "--checkpoint-interval",
+        "1",
+    ];
+    let acked = Arc::new(Mutex::new(BTreeSet::new()));
+    for round in 0..4 {
+        let mut server = ServerProcess::bitmapist_at(&db, &flags);
+        let stop = Arc::new(AtomicBool::new(false));
+        let writers: Vec<_> = (0..4)
+            .map(|id| {
+                let (stop, acked, port) = (stop.clone(), acked.clone(), server.port());
+                std::thread::spawn(move || writer(port, id, stop, acked, round))
+            })
+            .collect();
+        std::thread::sleep(Duration::from_millis(400 + 250 * round as u64));
+        server.kill9();
+        stop.store(true, Ordering::Relaxed);
+        for w in writers {
+            let _ = w.join();
+        }
+        assert!(
+            acked
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .iter()
+                .any(|(k, _)| k.starts_with(&format!("r{round}:"))),
+            "round {round}: no write was acknowledged; output:\n{}",
+            server.output()
+        );
+    }
+    // Every acknowledged bit of every round is there after the last restart.
+    let server = ServerProcess::bitmapist_at(&db, &[]);
+    let mut client = server.connect();
+    let acked = acked.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let items: Vec<_> = acked.iter().collect();
+    for chunk in items.chunks(500) {
+        let mut batch = Vec::new();
+        for (key, offset) in chunk {
+            batch.extend(encode(&[
+                b"GETBIT".as_slice(),
+                key.as_bytes(),
+                offset.to_string().as_bytes(),
+            ]));
+        }
+        client.send(&batch);
+        for (key, offset) in chunk {
+            let reply = client.read_reply();
+            assert_eq!(
+                reply,
+                b":1\r\n",
+                "acknowledged SETBIT {key} {offset} 1 was lost\n{}",
+                server.output()
+            );
+        }
+    }
+    assert!(
+        acked.len() > 1000,
+        "too few writes acknowledged to mean anything: {}",
+        acked.len()
+    );
+}
+
+/// The state a client sees of a set of keys, byte for byte.
+fn snapshot(client: &mut RawClient, keys: &[&str]) -> Vec<(String, Vec<u8>, Vec<u8>, Vec<u8>)> {
+    keys.iter()
+        .map(|k| {
+            let get = client.call(&["GET", k]);
+            let len = client.call(&["STRLEN", k]);
+            let ttl = client.call(&["EXPIRETIME", k]);
+            (k.to_string(), get, len, ttl)
+        })
+        .collect()
+}
+
+fn fill(client: &mut RawClient) {
+    client.call(&["SET", "plain", "hello\0\0\0"]);
+    client.call(&["SET", "empty", ""]);
+    client.call(&["SETBIT", "bits", "100000", "1"]);
+    client.call(&["SETBIT", "bits", "7", "1"]);
+    client.call(&["SETBIT", "zeros", "8191", "0"]);
+    client.call(&["SET", "ttl", "v", "EX", "100000"]);
+    client.call(&["SET", "gone", "x", "PX", "1"]);
+    client.call(&["SETBIT", "moved", "3", "1"]);
+    client.call(&["RENAME", "moved", "renamed"]);
+    client.call(&["EXPIRE", "renamed", "5000"]);
+    client.call(&["SELECT", "7"]);
+    client.call(&["SETBIT", "in7", "9", "1"]);
+    client.call(&["SELECT", "0"]);
+    let big: Vec<u8> = (0..20_000u32)
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
+    client.call(&[b"SET".as_slice(), b"big", &big]);
+    client.call(&["BITOP", "OR", "or", "bits", "big"]);
+}
+
+const KEYS: &[&str] = &[
+    "plain", "empty", "bits", "zeros", "ttl", "gone", "moved", "renamed", "big", "or", "in7",
+];
+
+#[test]
+fn restart_keeps_values_lengths_and_ttls() {
+    for (how, kill) in [("SIGTERM", false), ("kill -9", true), ("SHUTDOWN", false)] {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let db = db_in(dir.path());
+        let mut server = ServerProcess::bitmapist_at(&db, &[]);
+        let mut client = server.connect();
+        fill(&mut client);
+        std::thread::sleep(Duration::from_millis(5));
+        let before = snapshot(&mut client, KEYS);
+        let size_before = client.call(&["DBSIZE"]);
+        client.call(&["SELECT", "7"]);
+        let in7 = client.call(&["GET", "in7"]);
+        if kill {
+            server.kill9();
+        } else if how == "SHUTDOWN" {
+            client.send(&encode(&["SHUTDOWN"]));
+            assert_eq!(
+                server.wait_exit(Duration::from_secs(20)),
+                Some(0),
+                "{}",
+                server.output()
+            );
+        } else {
+            assert_eq!(
+                server.terminate(Duration::from_secs(20)),
+                Some(0),
+                "{}",
+                server.output()
+            );
+        }
+        let server = ServerProcess::bitmapist_at(&db, &[]);
+        let mut client = server.connect();
+        assert_eq!(snapshot(&mut client, KEYS), before, "after {how}");
+        assert_eq!(client.call(&["GET", "gone"]), b"$-1\r\n");
+        assert_eq!(client.call(&["DBSIZE"]), size_before, "after {how}");
+        client.call(&["SELECT", "7"]);
+        assert_eq!(client.call(&["GET", "in7"]), in7, "after {how}");
+    }
+}
+
+/// The newest log segment of a database.
+fn last_segment(db: &Path) -> PathBuf {
+    let name = db
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or_default()
+        .to_string();
+    let mut segs: Vec<PathBuf> = std::fs::read_dir(db.parent().expect("dir"))
+        .expect("list")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with(&format!("{name}-wal.")))
+        })
+        .collect();
+    segs.sort();
+    segs.pop().expect("a log segment")
+}
+
+#[test]
+fn torn_log_tail_is_cut_and_the_rest_replayed() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let db = db_in(dir.path());
+    let mut server = ServerProcess::bitmapist_at(&db, &["--checkpoint-interval", "100000"]);
+    let mut client = server.connect();
+    for i in 0..100 {
+        assert_eq!(
+            client.call(&["SETBIT", &format!("k{i}"), "5", "1"]),
+            b":0\r\n"
+        );
+    }
+    server.kill9();
+    let seg = last_segment(&db);
+    let len = std::fs::metadata(&seg).expect("segment").len();
+    // Tear the last record: cut its final 3 bytes.
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&seg)
+        .expect("open segment");
+    f.set_len(len - 3).expect("truncate");
+    drop(f);
+    let server = ServerProcess::bitmapist_at(&db, &[]);
+    let mut client = server.connect();
+    for i in 0..99 {
+        assert_eq!(
+            client.call(&["GETBIT", &format!("k{i}"), "5"]),
+            b":1\r\n",
+            "k{i}"
+        );
+    }
+    assert_eq!(
+        client.call(&["GETBIT", "k99", "5"]),
+        b":0\r\n",
+        "the torn record must be dropped"
+    );
+    assert!(
+        server.output().contains("torn"),
+        "the cut is logged:\n{}",
+        server.output()
+    );
+    // The log continues cleanly after the cut.
+    assert_eq!(client.call(&["SETBIT", "after", "1", "1"]), b":0\r\n");
+}
+
+#[test]
+fn corrupt_payload_is_an_error_for_that_key_only() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let db = db_in(dir.path());
+    let mut server = ServerProcess::bitmapist_at(&db, &[]);
+    let mut client = server.connect();
+    // A dense value whose payload lives in its own page extent.
+    let big: Vec<u8> = (0..64_000u32)
+        .map(|i| (i.wrapping_mul(2246822519) >> 11) as u8)
+        .collect();
+    client.call(&[b"SET".as_slice(), b"big", &big]);
+    client.call(&["SETBIT", "small", "3", "1"]);
+    client.send(&encode(&["SHUTDOWN"]));
+    assert_eq!(server.wait_exit(Duration::from_secs(20)), Some(0));
+    // Find the payload in the file (the portable Roaring bytes of `big`)
+    // and flip a byte in its middle.
+    let mut bits = roaring::RoaringBitmap::new();
+    for (i, byte) in big.iter().enumerate() {
+        for b in 0..8 {
+            if byte & (0x80 >> b) != 0 {
+                bits.insert((i * 8 + b) as u32);
+            }
+        }
+    }
+    let mut payload = Vec::new();
+    bits.serialize_into(&mut payload).expect("serialize");
+    let mut file = std::fs::read(&db).expect("read db");
+    let at = file
+        .windows(64)
+        .position(|w| w == &payload[payload.len() / 2..payload.len() / 2 + 64])
+        .expect("payload bytes in the file");
+    file[at + 10] ^= 0x5a;
+    std::fs::write(&db, &file).expect("write db");
+
+    let mut server = ServerProcess::bitmapist_at(&db, &[]);
+    let mut client = server.connect();
+    let reply = client.call(&["GET", "big"]);
+    assert!(
+        reply.starts_with(b"-ERR") && String::from_utf8_lossy(&reply).contains("corrupt"),
+        "{}",
+        String::from_utf8_lossy(&reply)
+    );
+    // Metadata still answers; other keys and the server are fine.
+    assert_eq!(client.call(&["STRLEN", "big"]), b":64000\r\n");
+    assert_eq!(client.call(&["GETBIT", "small", "3"]), b":1\r\n");
+    assert_eq!(client.call(&["PING"]), b"+PONG\r\n");
+    assert!(server.is_running());
+    assert!(
+        server.output().contains("corrupt"),
+        "logged:\n{}",
+        server.output()
+    );
+}
+
+#[test]
+fn a_second_process_on_the_same_file_is_refused() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let db = db_in(dir.path());
+    let _server = ServerProcess::bitmapist_at(&db, &[]);
+    let out = run_binary(&[
+        "--addr",
+        "127.0.0.1:0",
+        "--db",
+        db.to_str().expect("utf-8 path"),
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("in use by another"), "{stderr}");
+}
+
+fn fixture() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../shared/fixtures/go-bitmapist-server/bitmapist.db")
+}
+
+#[test]
+fn foreign_files_are_refused_unchanged() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    // The Go server's bbolt database: named as such, pointing at import-bolt.
+    let go = dir.path().join("go.db");
+    std::fs::copy(fixture(), &go).expect("copy the Go fixture");
+    let before = std::fs::read(&go).expect("read");
+    let out = run_binary(&["--addr", "127.0.0.1:0", "--db", go.to_str().expect("path")]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("Go bitmapist-server") && stderr.contains("import-bolt"),
+        "{stderr}"
+    );
+    assert_eq!(
+        std::fs::read(&go).expect("read"),
+        before,
+        "the Go database must not be modified"
+    );
+    // Something else entirely.
+    let other = dir.path().join("notes.txt");
+    std::fs::write(&other, vec![b'x'; 10_000]).expect("write");
+    let out = run_binary(&[
+        "--addr",
+        "127.0.0.1:0",
+        "--db",
+        other.to_str().expect("path"),
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("not a bitmapist-server database"),
+        "{stderr}"
+    );
+    // A database from a newer format version.
+    let newer = dir.path().join("newer.db");
+    {
+        let server = ServerProcess::bitmapist_at(&newer, &[]);
+        let mut client = server.connect();
+        client.call(&["SETBIT", "a", "1", "1"]);
+        client.call(&["SAVE"]);
+    }
+    let mut bytes = std::fs::read(&newer).expect("read");
+    for page in 0..2 {
+        let p = &mut bytes[page * 4096..page * 4096 + 4096];
+        p[8..12].copy_from_slice(&99u32.to_le_bytes());
+        let sum = crc32c(&p[..192]);
+        p[192..196].copy_from_slice(&sum.to_le_bytes());
+    }
+    std::fs::write(&newer, &bytes).expect("write");
+    let out = run_binary(&[
+        "--addr",
+        "127.0.0.1:0",
+        "--db",
+        newer.to_str().expect("path"),
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("newer bitmapist-server"), "{stderr}");
+}
+
+/// CRC-32C, bitwise (test-only; the server uses the crc32c crate).
+fn crc32c(data: &[u8]) -> u32 {
+    let mut crc = !0u32;
+    for &b in data {
+        crc ^= u32::from(b);
+        for _ in 0..8 {
+            crc = if crc & 1 != 0 {
+                (crc >> 1) ^ 0x82F6_3B78
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    !crc
+}
+
+/// A small tmpfs, unmounted on drop.
+struct SmallDisk {
+    path: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl SmallDisk {
+    fn mount(size: &str) -> SmallDisk {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("disk");
+        std::fs::create_dir(&path).expect("mkdir");
+        let status = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(&path)
+            .status()
+            .expect("run mount");
+        assert!(
+            status.success(),
+            "mounting a tmpfs needs root (the test command runs as root)"
+        );
+        SmallDisk { path, _dir: dir }
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.path)
+            .status();
+    }
+}
+
+#[test]
+fn a_full_disk_refuses_writes_keeps_reads_and_recovers() {
+    let disk = SmallDisk::mount("8m");
+    let db = db_in(&disk.path);
+    let server = ServerProcess::bitmapist_at(
+        &db,
+        &["--checkpoint-interval", "100000", "--fsync", "always"],
+    );
+    let mut client = server.connect();
+    assert_eq!(client.call(&["SET", "before", "kept"]), b"+OK\r\n");
+    // Fill the disk.
+    let filler = disk.path.join("filler");
+    let mut f = std::fs::File::create(&filler).expect("filler");
+    let chunk = vec![7u8; 64 * 1024];
+    while std::io::Write::write_all(&mut f, &chunk).is_ok() {}
+    let _ = f.sync_all();
+    drop(f);
+    // This write cannot be logged: its reply must wait, not be acknowledged.
+    let value = vec![b'v'; 200_000];
+    let port = server.port();
+    let pending = std::thread::spawn(move || {
+        let mut c = RawClient::connect(port);
+        let t0 = Instant::now();
+        let reply = c.call(&[b"SET".as_slice(), b"during", &value]);
+        (reply, t0.elapsed())
+    });
+    // Once the log writer has failed, new writes get MISCONF; reads work.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let misconf = loop {
+        let r = client.call(&["SETBIT", "x", "1", "1"]);
+        if r.starts_with(b"-MISCONF") {
+            break r;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "writes were not refused on a full disk: {}",
+            String::from_utf8_lossy(&r)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(
+        String::from_utf8_lossy(&misconf).contains("No space left"),
+        "{}",
+        String::from_utf8_lossy(&misconf)
+    );
+    assert_eq!(client.call(&["GET", "before"]), b"$4\r\nkept\r\n");
+    assert!(
+        !pending.is_finished(),
+        "a write that was not logged must not be acknowledged"
+    );
+    // Space returns: the pending write is logged and acknowledged, writes resume.
+    std::fs::remove_file(&filler).expect("free space");
+    let (reply, waited) = pending.join().expect("pending writer");
+    assert_eq!(reply, b"+OK\r\n");
+    assert!(waited >= Duration::from_millis(100));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if client.call(&["SETBIT", "y", "1", "1"]).starts_with(b":") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "writes did not resume after the disk recovered"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(client.call(&["STRLEN", "during"]), b":200000\r\n");
+    drop(client);
+    drop(server);
+    let server = ServerProcess::bitmapist_at(&db, &[]);
+    let mut client = server.connect();
+    assert_eq!(
+        client.call(&["STRLEN", "during"]),
+        b":200000\r\n",
+        "the acknowledged write survives a restart"
+    );
+    let r = parse_reply(&client.call(&["GET", "before"]));
+    assert_eq!(r.as_bulk(), b"kept");
+}
