@@ -139,8 +139,11 @@ fn kill9_loop_keeps_every_acknowledged_write() {
     );
 }
 
+/// A key with its GET, STRLEN and EXPIRETIME replies.
+type Seen = (String, Vec<u8>, Vec<u8>, Vec<u8>);
+
 /// The state a client sees of a set of keys, byte for byte.
-fn snapshot(client: &mut RawClient, keys: &[&str]) -> Vec<(String, Vec<u8>, Vec<u8>, Vec<u8>)> {
+fn snapshot(client: &mut RawClient, keys: &[&str]) -> Vec<Seen> {
     keys.iter()
         .map(|k| {
             let get = client.call(&["GET", k]);
