@@ -75,6 +75,21 @@ pub struct Config {
 #[argh(subcommand)]
 pub enum Subcommand {
     Version(VersionCommand),
+    ImportBolt(ImportBoltCommand),
+}
+
+/// convert a Go bitmapist-server (bbolt) database into a new database of
+/// this server; the Go file is only read
+#[derive(FromArgs, Debug, Clone, PartialEq)]
+#[argh(subcommand, name = "import-bolt")]
+pub struct ImportBoltCommand {
+    /// the Go server's database file
+    #[argh(option)]
+    pub from: PathBuf,
+
+    /// the database to create (must not exist yet)
+    #[argh(option)]
+    pub db: PathBuf,
 }
 
 /// print the version and exit

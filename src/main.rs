@@ -23,7 +23,41 @@ fn main() -> ExitCode {
             eprintln!("{text}");
             ExitCode::from(2)
         }
-        Parsed::Run(config) => run(*config),
+        Parsed::Run(config) => match &config.command {
+            Some(config::Subcommand::ImportBolt(cmd)) => import_bolt(cmd),
+            _ => run(*config),
+        },
+    }
+}
+
+/// `bitmapist-server import-bolt --from OLD.db --db NEW.db`
+fn import_bolt(cmd: &config::ImportBoltCommand) -> ExitCode {
+    if let Err(e) = net::probe_io_uring() {
+        eprintln!("bitmapist-server: {e}");
+        return ExitCode::FAILURE;
+    }
+    logging::init("warn");
+    match bitmapist_server::import::import_bolt(&cmd.from, &cmd.db) {
+        Ok(s) => {
+            println!(
+                "imported {} keys ({} with a TTL, {} set bits) from {} into {} ({} bytes) in {} ms; \
+                 dropped {} expired keys, skipped {} keys longer than 1024 bytes; verified",
+                s.keys,
+                s.with_ttl,
+                s.set_bits,
+                cmd.from.display(),
+                cmd.db.display(),
+                s.db_bytes,
+                s.ms,
+                s.expired_dropped,
+                s.skipped_long_keys
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("bitmapist-server import-bolt: {e}");
+            ExitCode::FAILURE
+        }
     }
 }
 

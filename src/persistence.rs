@@ -32,6 +32,8 @@ pub enum Request {
     Background,
     /// Final checkpoint, then stop; answer when done.
     Shutdown(Sender<Result<(), String>>),
+    /// Checkpoint, then copy the database to the backup path (SIGUSR1).
+    Backup,
 }
 
 /// Figures INFO reports.
@@ -45,6 +47,12 @@ pub struct PersistStats {
     pub db_pages: u64,
     pub free_pages: u64,
     pub wal_replayed_records: u64,
+    pub backups: u64,
+    pub backup_running: bool,
+    pub last_backup_unix_ms: u64,
+    pub last_backup_ms: u64,
+    pub last_backup_bytes: u64,
+    pub last_backup_error: Option<String>,
 }
 
 /// The server's handle on durability.
@@ -73,6 +81,11 @@ impl Storage {
 
     pub fn background_save(&self) -> bool {
         self.send(Request::Background)
+    }
+
+    /// Asks for a backup to the configured `-bak` path (SIGUSR1).
+    pub fn request_backup(&self) -> bool {
+        self.send(Request::Backup)
     }
 
     /// Final checkpoint before exit; waits for it.
@@ -203,6 +216,7 @@ pub fn open(config: Config) -> Result<Arc<Server>, OpenError> {
         next_seq,
         tuning,
         last: Instant::now(),
+        stopped: false,
     };
     std::thread::Builder::new()
         .name("checkpointer".into())
@@ -268,6 +282,7 @@ struct Checkpointer {
     next_seq: u64,
     tuning: Tuning,
     last: Instant,
+    stopped: bool,
 }
 
 impl Checkpointer {
@@ -286,6 +301,22 @@ impl Checkpointer {
                 Some(Request::Background) => {
                     let _ = self.checkpoint("BGSAVE");
                 }
+                Some(Request::Backup) => {
+                    // Signals that arrived meanwhile are served by this backup.
+                    let mut later = Vec::new();
+                    while let Ok(r) = requests.try_recv() {
+                        if !matches!(r, Request::Backup) {
+                            later.push(r);
+                        }
+                    }
+                    self.backup();
+                    for r in later {
+                        self.handle_queued(r);
+                        if self.stopped {
+                            return;
+                        }
+                    }
+                }
                 Some(Request::Shutdown(reply)) => {
                     let r = self.checkpoint("shutdown");
                     self.server.storage.log.stop();
@@ -299,6 +330,94 @@ impl Checkpointer {
                 }
             }
         }
+    }
+
+    /// A request that waited behind a backup.
+    fn handle_queued(&mut self, r: Request) {
+        match r {
+            Request::Save(reply) => {
+                let _ = reply.send(self.checkpoint("SAVE"));
+            }
+            Request::Background => {
+                let _ = self.checkpoint("BGSAVE");
+            }
+            Request::Shutdown(reply) => {
+                let r = self.checkpoint("shutdown");
+                self.server.storage.log.stop();
+                let _ = reply.send(r);
+                self.stopped = true;
+            }
+            Request::Backup => {}
+        }
+    }
+
+    /// A consistent backup: a checkpoint (so everything acknowledged is in
+    /// the file), then a copy of the committed pages into a temporary file
+    /// beside the backup path, synced and renamed over it. On failure the
+    /// previous backup stays as it was.
+    fn backup(&mut self) {
+        let Some(target) = self.server.config.bak.clone() else {
+            tracing::warn!("SIGUSR1: no backup path is configured (-bak); nothing to do");
+            return;
+        };
+        let started = Instant::now();
+        tracing::info!(path = %target.display(), "backup started");
+        lock(&self.server.storage.stats).backup_running = true;
+        let result = self
+            .checkpoint("backup")
+            .and_then(|()| self.copy_to(&target).map_err(|e| e.to_string()));
+        let mut stats = lock(&self.server.storage.stats);
+        stats.backup_running = false;
+        match result {
+            Ok(bytes) => {
+                stats.backups += 1;
+                stats.last_backup_unix_ms = crate::keyspace::now_ms();
+                stats.last_backup_ms = started.elapsed().as_millis() as u64;
+                stats.last_backup_bytes = bytes;
+                stats.last_backup_error = None;
+                drop(stats);
+                tracing::info!(
+                    path = %target.display(),
+                    bytes,
+                    txid = self.file.meta().txid,
+                    ms = started.elapsed().as_millis() as u64,
+                    "backup written"
+                );
+            }
+            Err(e) => {
+                stats.last_backup_error = Some(e.clone());
+                drop(stats);
+                tracing::error!(path = %target.display(), error = %e, "backup failed; the previous backup is unchanged");
+            }
+        }
+    }
+
+    fn copy_to(&mut self, target: &Path) -> Result<u64, StorageError> {
+        let dir = match target.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        let name = target
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+        let result = (|| {
+            let mut out = UringFile::open(&tmp, true)
+                .map_err(|e| StorageError::io(format!("creating {}", tmp.display()), e))?;
+            let bytes = self.file.copy_committed_to(&mut out)?;
+            drop(out);
+            std::fs::rename(&tmp, target).map_err(|e| {
+                StorageError::io(format!("renaming the backup to {}", target.display()), e)
+            })?;
+            crate::storage::io::sync_dir(&dir)
+                .map_err(|e| StorageError::io("syncing the backup directory", e))?;
+            Ok(bytes)
+        })();
+        if result.is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
+        result
     }
 
     /// Whether an automatic checkpoint is due, and why.

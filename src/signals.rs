@@ -28,23 +28,31 @@ pub fn block() -> nix::Result<()> {
 
 /// Starts the thread that waits for signals and acts on them.
 pub fn spawn_handler(server: Arc<Server>) -> std::io::Result<()> {
-    std::thread::Builder::new().name("signals".into()).spawn(move || {
-        let set = handled();
-        loop {
-            match set.wait() {
-                Ok(Signal::SIGTERM) => server.shutdown("SIGTERM"),
-                Ok(Signal::SIGINT) => server.shutdown("SIGINT"),
-                Ok(Signal::SIGUSR1) => match &server.config.bak {
-                    Some(path) => tracing::warn!(
-                        path = %path.display(),
-                        "SIGUSR1: backups need the storage engine, which is not in this build yet"
-                    ),
-                    None => tracing::warn!("SIGUSR1: no backup path is configured (-bak)"),
-                },
-                Ok(other) => tracing::info!(signal = ?other, "signal ignored"),
-                Err(e) => tracing::error!(error = %e, "waiting for signals failed"),
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            let set = handled();
+            loop {
+                match set.wait() {
+                    Ok(Signal::SIGTERM) => server.shutdown("SIGTERM"),
+                    Ok(Signal::SIGINT) => server.shutdown("SIGINT"),
+                    Ok(Signal::SIGUSR1) => match &server.config.bak {
+                        Some(path) => {
+                            tracing::info!(path = %path.display(), "SIGUSR1: backup requested");
+                            if !server.storage.request_backup() {
+                                tracing::error!(
+                                    "SIGUSR1: the checkpointer is not running; no backup"
+                                );
+                            }
+                        }
+                        None => tracing::warn!(
+                            "SIGUSR1: no backup path is configured (-bak); nothing to do"
+                        ),
+                    },
+                    Ok(other) => tracing::info!(signal = ?other, "signal ignored"),
+                    Err(e) => tracing::error!(error = %e, "waiting for signals failed"),
+                }
             }
-        }
-    })?;
+        })?;
     Ok(())
 }

@@ -241,6 +241,8 @@ fn write_section(ctx: &mut Ctx<'_>, section: &str, t: &mut String) {
                  checkpoint_in_progress:{}\r\ncheckpoints:{}\r\nlast_checkpoint_time:{}\r\n\
                  last_checkpoint_duration_ms:{}\r\nlast_checkpoint_status:{}\r\n\
                  db_file_bytes:{db_bytes}\r\ndb_pages:{}\r\ndb_free_pages:{}\r\n\
+                 backup_in_progress:{}\r\nbackups:{}\r\nlast_backup_time:{}\r\nlast_backup_duration_ms:{}\r\n\
+                 last_backup_bytes:{}\r\nlast_backup_status:{}\r\n\
                  rdb_bgsave_in_progress:{}\r\nrdb_last_save_time:{}\r\nrdb_last_bgsave_status:{}\r\naof_enabled:1\r\n",
                 log.policy().name(),
                 log.segment_bytes(),
@@ -255,6 +257,16 @@ fn write_section(ctx: &mut Ctx<'_>, section: &str, t: &mut String) {
                 if p.last_checkpoint_error.is_some() { "err" } else { "ok" },
                 p.db_pages,
                 p.free_pages,
+                u8::from(p.backup_running),
+                p.backups,
+                p.last_backup_unix_ms / 1000,
+                p.last_backup_ms,
+                p.last_backup_bytes,
+                match (&p.last_backup_error, p.backups) {
+                    (Some(_), _) => "err",
+                    (None, 0) => "none",
+                    (None, _) => "ok",
+                },
                 u8::from(p.checkpoint_running),
                 p.last_checkpoint_unix_ms / 1000,
                 if p.last_checkpoint_error.is_some() { "err" } else { "ok" },

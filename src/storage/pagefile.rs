@@ -314,6 +314,39 @@ impl<F: MapFile> PageFile<F> {
         self.alloc.free_pages()
     }
 
+    /// Copies the committed state (pages `0..page_count`) into `dst` and
+    /// syncs it: a database this server opens. Only the file's writer may
+    /// call this, so no checkpoint changes the file meanwhile. Returns the
+    /// bytes copied.
+    pub fn copy_committed_to<D: FileIo>(&mut self, dst: &mut D) -> Result<u64, StorageError> {
+        const CHUNK: usize = 1 << 20;
+        let total = self.meta.page_count * PAGE_SIZE as u64;
+        dst.truncate(0)
+            .map_err(|e| StorageError::io("emptying the backup file", e))?;
+        dst.allocate(total)
+            .map_err(|e| StorageError::io("reserving space for the backup", e))?;
+        let mut buf = vec![0u8; CHUNK];
+        let mut at = 0u64;
+        while at < total {
+            let n = CHUNK.min((total - at) as usize);
+            let got = self
+                .io
+                .read_at(&mut buf[..n], at)
+                .map_err(|e| StorageError::io("reading the database for a backup", e))?;
+            if got < n {
+                return Err(StorageError::corrupt(
+                    "the database file is shorter than its committed state",
+                ));
+            }
+            dst.write_all_at(&buf[..n], at)
+                .map_err(|e| StorageError::io("writing the backup", e))?;
+            at += n as u64;
+        }
+        dst.sync_data()
+            .map_err(|e| StorageError::io("syncing the backup", e))?;
+        Ok(total)
+    }
+
     /// Writes a checkpoint: `changes` (sorted, unique directory keys) on top
     /// of `base` (the current committed state), recording that the WAL from
     /// segment `wal_seq` on is not included. Data pages are written and

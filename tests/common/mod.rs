@@ -405,6 +405,21 @@ impl ServerProcess {
         self.dir.path()
     }
 
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends a signal by name (`USR1`, `TERM`, ...).
+    pub fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -{name} failed");
+    }
+
     /// `kill -9`: the process dies at once, wherever it is.
     pub fn kill9(&mut self) {
         let _ = self.child.kill();
