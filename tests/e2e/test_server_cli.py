@@ -29,11 +29,6 @@ def test_go_style_flags_start_the_server(tmp_path):
     assert not srv.alive()
 
 
-@pytest.mark.xfail(
-    reason="persistence is not in the server yet (main.rs warns 'data lives in memory'); "
-    "drop this mark once --db is written on shutdown",
-    strict=False,
-)
 def test_data_survives_restart(tmp_path):
     """SIGTERM, then a new process on the same --db file still has the events."""
     db = tmp_path / "persist.db"
