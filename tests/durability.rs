@@ -549,3 +549,23 @@ fn a_full_disk_refuses_writes_keeps_reads_and_recovers() {
     let r = parse_reply(&client.call(&["GET", "before"]));
     assert_eq!(r.as_bulk(), b"kept");
 }
+
+#[test]
+fn keys_longer_than_the_directory_holds_are_refused_for_writes() {
+    let server = ServerProcess::bitmapist(&[]);
+    let mut c = server.connect();
+    let long = "k".repeat(1025);
+    let ok = "k".repeat(1024);
+    let err = b"-ERR key is longer than 1024 bytes, the longest this server stores\r\n".to_vec();
+    assert_eq!(c.call(&["SET", &long, "v"]), err);
+    assert_eq!(c.call(&["SETBIT", &long, "1", "1"]), err);
+    assert_eq!(c.call(&["RENAME", "x", &long]), err);
+    assert_eq!(c.call(&["GET", &long]), b"$-1\r\n");
+    assert_eq!(c.call(&["SET", &ok, "v"]), b"+OK\r\n");
+    // Inside MULTI the refusal aborts the transaction, like any queue-time error.
+    c.call(&["MULTI"]);
+    assert_eq!(c.call(&["SET", &long, "v"]), err);
+    assert!(c.call(&["EXEC"]).starts_with(b"-EXECABORT"));
+    assert_eq!(c.call(&["SAVE"]), b"+OK\r\n");
+    assert_eq!(c.call(&["STRLEN", &ok]), b":1\r\n");
+}

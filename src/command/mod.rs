@@ -194,6 +194,15 @@ pub fn execute(ctx: &mut Ctx<'_>, argv: &[&[u8]]) {
             return;
         }
     };
+    if spec.is_write() {
+        if let Some(err) = key_too_long(spec, argv) {
+            if let Some(tx) = ctx.session.multi.as_mut() {
+                tx.failed = true;
+            }
+            ctx.out.error(&err);
+            return;
+        }
+    }
     if let Some(tx) = ctx.session.multi.as_mut() {
         if !spec.runs_inside_multi() {
             tx.queued
@@ -204,6 +213,28 @@ pub fn execute(ctx: &mut Ctx<'_>, argv: &[&[u8]]) {
     }
     run(ctx, index, spec, argv);
     flush_log(ctx);
+}
+
+/// Keys live in directory pages: a write naming a longer key than they hold
+/// is refused before it runs.
+fn key_too_long(spec: &CommandSpec, argv: &[&[u8]]) -> Option<String> {
+    use crate::storage::btree::MAX_KEY_LEN;
+    let (first, last, step) = spec.keys;
+    if first <= 0 || step <= 0 {
+        return None;
+    }
+    let last = if last < 0 {
+        argv.len() as i32 + last
+    } else {
+        last
+    };
+    let too_long = (first..=last)
+        .step_by(step as usize)
+        .filter_map(|i| argv.get(i as usize))
+        .any(|k| k.len() > MAX_KEY_LEN);
+    too_long.then(|| {
+        format!("ERR key is longer than {MAX_KEY_LEN} bytes, the longest this server stores")
+    })
 }
 
 /// Write commands collected for one log record.
