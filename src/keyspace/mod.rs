@@ -405,7 +405,7 @@ impl Keyspace {
         }
         loop {
             // Next chunk of committed keys.
-            let mut committed: Vec<(Vec<u8>, EntryMeta)> = Vec::new();
+            let mut committed: Vec<(Vec<u8>, KeyMeta)> = Vec::new();
             let mut exhausted = true;
             if use_committed {
                 let start = match &lower {
@@ -424,7 +424,14 @@ impl Keyspace {
                         if skip_equal && k == start.as_slice() {
                             return ControlFlow::Continue(());
                         }
-                        committed.push((k[1..].to_vec(), m.clone()));
+                        committed.push((
+                            k[1..].to_vec(),
+                            KeyMeta {
+                                len: m.byte_len,
+                                cardinality: m.cardinality,
+                                expire_at: (m.expire_at != 0).then_some(m.expire_at),
+                            },
+                        ));
                         if committed.len() == CHUNK {
                             exhausted = false;
                             return ControlFlow::Break(());
@@ -441,10 +448,7 @@ impl Keyspace {
             let range = (as_ref_bound(&lower), upper);
             let mut merged: BTreeMap<&[u8], Option<KeyMeta>> = BTreeMap::new();
             for (k, m) in &committed {
-                merged.insert(
-                    k.as_slice(),
-                    Some(Entry::from_committed(m.clone()).meta()).filter(|m| !expired(m, now_ms)),
-                );
+                merged.insert(k.as_slice(), Some(*m).filter(|m| !expired(m, now_ms)));
             }
             if use_frozen {
                 if let Some(f) = frozen {

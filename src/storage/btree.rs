@@ -135,6 +135,27 @@ impl<'a> Cursor<'a> {
         Ok(get_u64(self.take(8)?, 0))
     }
 
+    /// Skips the rest of a leaf entry whose key was just read.
+    fn skip_leaf_value(&mut self) -> Result<(), StorageError> {
+        self.take(8 + 8 + 8 + 4)?;
+        match self.u8()? {
+            0 => {
+                let n = self.u16()? as usize;
+                self.take(n)?;
+            }
+            1 => {
+                self.take(16)?;
+            }
+            other => {
+                return Err(StorageError::corrupt(format!(
+                    "page {}: unknown payload kind {other}",
+                    self.id
+                )))
+            }
+        }
+        Ok(())
+    }
+
     fn leaf_entry(&mut self) -> Result<(&'a [u8], EntryMeta), StorageError> {
         let klen = self.u16()? as usize;
         let key = self.take(klen)?;
@@ -226,15 +247,41 @@ pub fn lookup<S: PageSource + ?Sized>(
         if id == 0 {
             return Ok(None);
         }
-        match decode(src.page(id)?, id)? {
-            Node::Branch(children) => id = children[route(&children, ckey)].1,
-            Node::Leaf(entries) => {
-                return Ok(entries
-                    .binary_search_by(|(k, _)| (*k).cmp(ckey))
-                    .ok()
-                    .map(|i| entries[i].1.clone()));
+        // Walk the page's entries in place: no allocation but the result.
+        let page = src.page(id)?;
+        let (kind, count) = open_node(page, id, &[PAGE_LEAF, PAGE_BRANCH])?;
+        let mut c = Cursor {
+            page,
+            at: NODE_HEADER,
+            id,
+        };
+        if kind == PAGE_BRANCH {
+            let mut child = c.u64()?;
+            for _ in 0..count {
+                let klen = c.u16()? as usize;
+                let low = c.take(klen)?;
+                let next = c.u64()?;
+                if low > ckey {
+                    break;
+                }
+                child = next;
+            }
+            id = child;
+            continue;
+        }
+        for _ in 0..count {
+            let klen = c.u16()? as usize;
+            let key = c.take(klen)?;
+            match key.cmp(ckey) {
+                std::cmp::Ordering::Less => c.skip_leaf_value()?,
+                std::cmp::Ordering::Equal => {
+                    c.at -= klen + 2;
+                    return Ok(Some(c.leaf_entry()?.1));
+                }
+                std::cmp::Ordering::Greater => return Ok(None),
             }
         }
+        return Ok(None);
     }
     Err(StorageError::corrupt(
         "directory deeper than possible (a page cycle)",
