@@ -509,8 +509,8 @@ impl Checkpointer {
 /// What a checkpoint produced, for publishing.
 pub struct Written {
     pub committed: Arc<Committed>,
-    /// The values written, with their new directory entries (to cache).
-    pub written: Vec<(crate::storage::btree::EntryMeta, Arc<BitString>)>,
+    /// The values written, with their cache identities.
+    pub written: Vec<(crate::keyspace::PayloadId, Arc<BitString>)>,
     /// First pages of the runs the checkpoint released.
     pub released: HashSet<u64>,
     pub changes: usize,
@@ -576,7 +576,10 @@ pub fn write_layer<F: MapFile>(
     let mut written = Vec::with_capacity(loaded.len());
     for (ckey, value) in loaded {
         if let Some(meta) = committed.lookup(&ckey)? {
-            written.push((meta, value));
+            written.push((
+                crate::keyspace::payload_id(ckey[0] as usize, &ckey[1..], &meta),
+                value,
+            ));
         }
     }
     Ok(Written {

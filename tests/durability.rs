@@ -496,20 +496,26 @@ fn a_full_disk_refuses_writes_keeps_reads_and_recovers() {
         let reply = c.call(&[b"SET".as_slice(), b"during", &value]);
         (reply, t0.elapsed())
     });
-    // Once the log writer has failed, new writes get MISCONF; reads work.
+    // Once the log writer has failed (INFO says so; a write probe sent
+    // before that would itself wait), new writes get MISCONF; reads work.
     let deadline = Instant::now() + Duration::from_secs(10);
-    let misconf = loop {
-        let r = client.call(&["SETBIT", "x", "1", "1"]);
-        if r.starts_with(b"-MISCONF") {
-            break r;
+    loop {
+        let info = String::from_utf8_lossy(&client.call(&["INFO", "persistence"])).into_owned();
+        if info.contains("wal_write_ok:0") {
+            break;
         }
         assert!(
             Instant::now() < deadline,
-            "writes were not refused on a full disk: {}",
-            String::from_utf8_lossy(&r)
+            "the log writer did not report the full disk:\n{info}"
         );
-        std::thread::sleep(Duration::from_millis(100));
-    };
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let misconf = client.call(&["SETBIT", "x", "1", "1"]);
+    assert!(
+        misconf.starts_with(b"-MISCONF"),
+        "{}",
+        String::from_utf8_lossy(&misconf)
+    );
     assert!(
         String::from_utf8_lossy(&misconf).contains("No space left"),
         "{}",

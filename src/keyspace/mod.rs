@@ -21,12 +21,13 @@ pub mod glob;
 use crate::storage::btree::{self, dir_key, EntryMeta, Payload};
 use crate::storage::pagefile::Committed;
 use crate::storage::StorageError;
-use cache::{Cache, PayloadId};
+use cache::Cache;
 use std::collections::{BTreeMap, HashSet};
 use std::ops::{Bound, ControlFlow};
 use std::sync::Arc;
 
 pub use bitstring::{BitOp, BitString, RangeUnit};
+pub use cache::PayloadId;
 
 /// Number of databases, as Redis's default `databases 16`.
 pub const DATABASES: usize = 16;
@@ -161,6 +162,26 @@ impl Layer {
 #[derive(Clone, Debug)]
 pub struct ColdValue {
     pub meta: EntryMeta,
+    /// Where the decoded value goes in the cache.
+    pub id: PayloadId,
+}
+
+/// The cache identity of a committed payload: an extent by its first page
+/// and checksum; an inline payload by a hash of its key (top bit set, so it
+/// never equals a page number) and its checksum. Equal identities mean equal
+/// payload bytes (same checksum), so a renamed key never finds another
+/// value.
+pub fn payload_id(db: usize, key: &[u8], meta: &EntryMeta) -> PayloadId {
+    match meta.payload {
+        Payload::Extent { page, .. } => (page, meta.payload_crc),
+        Payload::Inline(_) => {
+            use std::hash::{Hash, Hasher};
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            (db as u8).hash(&mut h);
+            key.hash(&mut h);
+            (h.finish() | (1 << 63), meta.payload_crc)
+        }
+    }
 }
 
 /// Where a SCAN iteration stands: the database and the last key visited.
@@ -304,28 +325,28 @@ impl Keyspace {
         }
     }
 
-    /// Decodes a committed payload (inline, cached, or read now).
-    fn load(&mut self, meta: &EntryMeta) -> Result<Arc<BitString>, StorageError> {
-        match &meta.payload {
-            Payload::Inline(_) => Ok(Arc::new(self.committed.load_value(meta)?)),
-            Payload::Extent { page, .. } => {
-                let id: PayloadId = (*page, meta.payload_crc);
-                if let Some(v) = self.cache.get(id) {
-                    return Ok(v);
-                }
-                self.sync_loads += 1;
-                let v = Arc::new(self.committed.load_value(meta)?);
-                self.cache.put(id, v.clone());
-                Ok(v)
-            }
+    /// Decodes a committed payload (cached, inline, or read now).
+    fn load(
+        &mut self,
+        db: usize,
+        key: &[u8],
+        meta: &EntryMeta,
+    ) -> Result<Arc<BitString>, StorageError> {
+        let id = payload_id(db, key, meta);
+        if let Some(v) = self.cache.get(id) {
+            return Ok(v);
         }
+        if matches!(meta.payload, Payload::Extent { .. }) {
+            self.sync_loads += 1;
+        }
+        let v = Arc::new(self.committed.load_value(meta)?);
+        self.cache.put(id, v.clone());
+        Ok(v)
     }
 
     /// A payload read by a network thread: verified, then cached.
-    pub fn install(&mut self, meta: &EntryMeta, value: Arc<BitString>) {
-        if let Payload::Extent { page, .. } = meta.payload {
-            self.cache.put((page, meta.payload_crc), value);
-        }
+    pub fn install(&mut self, id: PayloadId, value: Arc<BitString>) {
+        self.cache.put(id, value);
     }
 
     /// If `key`'s value is a committed extent that is not cached, what to
@@ -343,7 +364,10 @@ impl Keyspace {
                 ..
             }) => match meta.payload {
                 Payload::Extent { page, .. } if !self.cache.contains((page, meta.payload_crc)) => {
-                    Ok(Some(ColdValue { meta }))
+                    Ok(Some(ColdValue {
+                        id: (page, meta.payload_crc),
+                        meta,
+                    }))
                 }
                 _ => Ok(None),
             },
@@ -618,14 +642,14 @@ impl Keyspace {
     pub fn checkpoint_committed(
         &mut self,
         committed: Arc<Committed>,
-        written: Vec<(EntryMeta, Arc<BitString>)>,
+        written: Vec<(PayloadId, Arc<BitString>)>,
         released_pages: &HashSet<u64>,
     ) {
         self.committed = committed;
         self.frozen = None;
         self.cache.forget_pages(released_pages);
-        for (meta, value) in written {
-            self.install(&meta, value);
+        for (id, value) in written {
+            self.install(id, value);
         }
     }
 }
@@ -680,7 +704,7 @@ impl Db<'_> {
             Some(Entry {
                 value: Value::Stored(meta),
                 ..
-            }) => self.ks.load(&meta).map(Some),
+            }) => self.ks.load(self.index, key, &meta).map(Some),
         }
     }
 
@@ -704,19 +728,15 @@ impl Db<'_> {
                     expire_at,
                 }) => {
                     // Take the cached copy out so the change below needs no clone.
-                    let cached = match meta.payload {
-                        Payload::Extent { page, .. } => {
-                            self.ks.cache.remove((page, meta.payload_crc))
-                        }
-                        Payload::Inline(_) => None,
-                    };
-                    let v = match cached {
+                    let id = payload_id(db, key, &meta);
+                    let v = match self.ks.cache.remove(id) {
                         Some(v) => v,
-                        None => self.ks.load(&meta)?,
+                        None => {
+                            let v = self.ks.load(db, key, &meta)?;
+                            self.ks.cache.remove(id);
+                            v
+                        }
                     };
-                    if let Payload::Extent { page, .. } = meta.payload {
-                        self.ks.cache.remove((page, meta.payload_crc));
-                    }
                     (v, expire_at)
                 }
             };

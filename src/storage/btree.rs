@@ -10,8 +10,8 @@
 //! Page layouts are documented in `docs/FORMAT.md`.
 
 use super::page::{
-    checksum, get_u16, get_u32, get_u64, open_node, seal_node, NODE_HEADER, PAGE_BRANCH, PAGE_LEAF,
-    PAGE_SIZE,
+    checksum, get_u16, get_u32, get_u64, open_node_with, seal_node, NODE_HEADER, PAGE_BRANCH,
+    PAGE_LEAF, PAGE_SIZE,
 };
 use super::StorageError;
 use std::ops::ControlFlow;
@@ -196,6 +196,11 @@ impl<'a> Cursor<'a> {
 /// Read access to committed pages.
 pub trait PageSource {
     fn page(&self, id: u64) -> Result<&[u8], StorageError>;
+    /// True when `page` returns only pages whose checksum it has verified
+    /// (so readers need not check it again).
+    fn verifies_checksums(&self) -> bool {
+        false
+    }
 }
 
 /// A decoded node.
@@ -205,8 +210,8 @@ enum Node<'a> {
     Branch(Vec<(&'a [u8], u64)>),
 }
 
-fn decode<'a>(page: &'a [u8], id: u64) -> Result<Node<'a>, StorageError> {
-    let (kind, count) = open_node(page, id, &[PAGE_LEAF, PAGE_BRANCH])?;
+fn decode<'a>(page: &'a [u8], id: u64, verify: bool) -> Result<Node<'a>, StorageError> {
+    let (kind, count) = open_node_with(page, id, &[PAGE_LEAF, PAGE_BRANCH], verify)?;
     let mut c = Cursor {
         page,
         at: NODE_HEADER,
@@ -249,7 +254,12 @@ pub fn lookup<S: PageSource + ?Sized>(
         }
         // Walk the page's entries in place: no allocation but the result.
         let page = src.page(id)?;
-        let (kind, count) = open_node(page, id, &[PAGE_LEAF, PAGE_BRANCH])?;
+        let (kind, count) = open_node_with(
+            page,
+            id,
+            &[PAGE_LEAF, PAGE_BRANCH],
+            !src.verifies_checksums(),
+        )?;
         let mut c = Cursor {
             page,
             at: NODE_HEADER,
@@ -307,7 +317,7 @@ pub fn visit_from<S: PageSource + ?Sized>(
                 "directory deeper than possible (a page cycle)",
             ));
         }
-        match decode(src.page(id)?, id)? {
+        match decode(src.page(id)?, id, !src.verifies_checksums())? {
             Node::Leaf(entries) => {
                 let from = entries.partition_point(|(k, _)| *k < start);
                 for (k, meta) in &entries[from..] {
@@ -351,7 +361,7 @@ pub fn pages_of<S: PageSource + ?Sized>(
             ));
         }
         out.push(id);
-        if let Node::Branch(children) = decode(src.page(id)?, id)? {
+        if let Node::Branch(children) = decode(src.page(id)?, id, !src.verifies_checksums())? {
             for (_, child) in children {
                 walk(src, child, depth + 1, out)?;
             }
@@ -457,7 +467,7 @@ impl<'a, S: PageSource + ?Sized, A: PageAlloc> TreeWriter<'a, S, A> {
             ));
         }
         let src = self.src;
-        let node = decode(src.page(id)?, id)?;
+        let node = decode(src.page(id)?, id, !src.verifies_checksums())?;
         self.alloc.release(id, 1);
         match node {
             Node::Leaf(entries) => {

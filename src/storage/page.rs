@@ -55,10 +55,26 @@ pub fn seal_node(page: &mut [u8], kind: u8, count: u16, txid: u64) {
 
 /// Checks a node page's checksum and type; returns its entry count.
 pub fn open_node(page: &[u8], id: u64, expected: &[u8]) -> Result<(u8, u16), StorageError> {
+    open_node_with(page, id, expected, true)
+}
+
+/// Whether a node page's stored checksum matches its bytes.
+pub fn node_checksum_ok(page: &[u8]) -> bool {
+    page.len() == PAGE_SIZE && get_u32(page, 0) == checksum(&page[4..])
+}
+
+/// `open_node`, skipping the checksum when the caller's page source has
+/// verified it already.
+pub fn open_node_with(
+    page: &[u8],
+    id: u64,
+    expected: &[u8],
+    verify: bool,
+) -> Result<(u8, u16), StorageError> {
     if page.len() != PAGE_SIZE {
         return Err(StorageError::corrupt(format!("page {id} is truncated")));
     }
-    if get_u32(page, 0) != checksum(&page[4..]) {
+    if verify && !node_checksum_ok(page) {
         return Err(StorageError::corrupt(format!(
             "page {id} has a bad checksum"
         )));

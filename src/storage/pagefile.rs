@@ -11,11 +11,12 @@ use super::btree::{
     self, Change, EntryMeta, PageAlloc, PageSource, Payload, TreeWriter, INLINE_MAX,
 };
 use super::io::{FileIo, SimFile, UringFile};
-use super::page::{choose_meta, Meta, DATABASES, MAGIC, PAGE_SIZE};
+use super::page::{choose_meta, node_checksum_ok, Meta, DATABASES, MAGIC, PAGE_SIZE};
 use super::StorageError;
 use crate::keyspace::BitString;
 use roaring::RoaringBitmap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// The bytes of a committed file state.
 pub enum Mapping {
@@ -59,6 +60,9 @@ impl MapFile for SimFile {
 pub struct Committed {
     pub meta: Meta,
     map: Mapping,
+    /// One bit per page: its checksum has been verified. Committed pages
+    /// never change, so each is checked once per state, not per read.
+    verified: Box<[AtomicU64]>,
 }
 
 impl PageSource for Committed {
@@ -67,11 +71,42 @@ impl PageSource for Committed {
         let start = usize::try_from(id)
             .ok()
             .and_then(|i| i.checked_mul(PAGE_SIZE));
-        match start.and_then(|s| bytes.get(s..s + PAGE_SIZE)) {
-            Some(p) if id < self.meta.page_count => Ok(p),
-            _ => Err(StorageError::corrupt(format!(
-                "page {id} is past the end of the database"
-            ))),
+        let page = match start.and_then(|s| bytes.get(s..s + PAGE_SIZE)) {
+            Some(p) if id < self.meta.page_count => p,
+            _ => {
+                return Err(StorageError::corrupt(format!(
+                    "page {id} is past the end of the database"
+                )))
+            }
+        };
+        let (word, bit) = ((id / 64) as usize, 1u64 << (id % 64));
+        let slot = self.verified.get(word);
+        if slot.is_some_and(|w| w.load(Ordering::Relaxed) & bit != 0) {
+            return Ok(page);
+        }
+        if !node_checksum_ok(page) {
+            return Err(StorageError::corrupt(format!(
+                "page {id} has a bad checksum"
+            )));
+        }
+        if let Some(w) = slot {
+            w.fetch_or(bit, Ordering::Relaxed);
+        }
+        Ok(page)
+    }
+
+    fn verifies_checksums(&self) -> bool {
+        true
+    }
+}
+
+impl Committed {
+    fn new(meta: Meta, map: Mapping) -> Committed {
+        let words = meta.page_count.div_ceil(64) as usize;
+        Committed {
+            meta,
+            map,
+            verified: (0..words).map(|_| AtomicU64::new(0)).collect(),
         }
     }
 }
@@ -278,10 +313,7 @@ impl<F: MapFile> PageFile<F> {
                 meta.page_count
             )));
         }
-        let committed = Committed {
-            meta: meta.clone(),
-            map,
-        };
+        let committed = Committed::new(meta.clone(), map);
         let alloc = Allocator::load(&committed, meta.freelist, meta.page_count)?;
         let file = PageFile {
             io,
@@ -304,10 +336,7 @@ impl<F: MapFile> PageFile<F> {
 
     /// A fresh read-only view of the committed state.
     pub fn committed(&mut self) -> Result<Committed, StorageError> {
-        Ok(Committed {
-            meta: self.meta.clone(),
-            map: self.io.map()?,
-        })
+        Ok(Committed::new(self.meta.clone(), self.io.map()?))
     }
 
     pub fn free_pages(&self) -> u64 {
