@@ -102,8 +102,24 @@ const GO_FLAGS: &[&str] = &["addr", "db", "bak", "debug", "version"];
 /// Boolean flags: a Go-style `-flag=true|false` is turned into a switch.
 const SWITCHES: &[&str] = &["debug", "version"];
 
+/// Options of the server that take a value; given more than once, the last
+/// one wins (as with the Go server's flags), so that a unit's `$OPTIONS`
+/// can override the flags written before it.
+const VALUE_OPTIONS: &[&str] = &[
+    "addr",
+    "db",
+    "bak",
+    "threads",
+    "cache-size",
+    "fsync",
+    "checkpoint-interval",
+    "checkpoint-log-size",
+    "log-level",
+];
+
 /// Rewrites Go-style flags into argh's form: `-addr x` and `-addr=x` become
-/// `--addr x`, `--addr=x` becomes `--addr x`, `-debug=false` is dropped.
+/// `--addr x`, `--addr=x` becomes `--addr x`, `-debug=false` is dropped. Of
+/// a server option given several times, only the last is kept.
 /// Everything after `--` is left alone.
 pub fn normalize_args(args: &[String]) -> Vec<String> {
     let mut out = Vec::with_capacity(args.len());
@@ -141,6 +157,37 @@ pub fn normalize_args(args: &[String]) -> Vec<String> {
             Some(v) => {
                 out.push(long);
                 out.push(v.to_string());
+            }
+        }
+    }
+    keep_last_values(out)
+}
+
+/// Drops all but the last `--option value` pair of each server option,
+/// up to the first subcommand or `--`.
+fn keep_last_values(args: Vec<String>) -> Vec<String> {
+    let mut last = std::collections::HashMap::new();
+    let mut i = 0;
+    while i < args.len() {
+        match args[i].strip_prefix("--") {
+            Some(name) if VALUE_OPTIONS.contains(&name) && i + 1 < args.len() => {
+                last.insert(name, i);
+                i += 2;
+            }
+            Some(name) if !name.is_empty() => i += 1,
+            // A subcommand, a stray value or `--`: the server's options end.
+            _ => break,
+        }
+    }
+    let end = i;
+    let mut out = Vec::with_capacity(args.len());
+    let mut i = 0;
+    while i < args.len() {
+        match args[i].strip_prefix("--") {
+            Some(name) if i < end && last.get(name).is_some_and(|&at| at != i) => i += 2,
+            _ => {
+                out.push(args[i].clone());
+                i += 1;
             }
         }
     }
@@ -253,6 +300,58 @@ mod tests {
         assert_eq!(c.addr, "127.0.0.1:1");
         assert!(!c.debug);
         assert_eq!(c.thread_count(), 3);
+    }
+
+    #[test]
+    fn the_last_of_a_repeated_option_wins() {
+        let c = run(&[
+            "-addr",
+            "127.0.0.1:6379",
+            "-db",
+            "/var/lib/bitmapist/bitmapist.db",
+            "--cache-size=1GiB",
+            "-addr",
+            "0.0.0.0:6400",
+            "--cache-size",
+            "2GiB",
+            "-debug",
+        ]);
+        assert_eq!(c.addr, "0.0.0.0:6400");
+        assert_eq!(c.cache_size, "2GiB");
+        assert_eq!(c.db, PathBuf::from("/var/lib/bitmapist/bitmapist.db"));
+        assert!(c.debug);
+        // The subcommand's own --db is not the server's.
+        let c = run(&[
+            "--db",
+            "a.db",
+            "import-bolt",
+            "--from",
+            "old.db",
+            "--db",
+            "new.db",
+        ]);
+        assert_eq!(c.db, PathBuf::from("a.db"));
+        match c.command {
+            Some(Subcommand::ImportBolt(cmd)) => assert_eq!(cmd.db, PathBuf::from("new.db")),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn every_option_with_a_value_is_known_to_keep_last_values() {
+        let help = match parse("bitmapist-server", &s(&["--help"])) {
+            Parsed::Print(t) => t,
+            _ => panic!("--help did not print"),
+        };
+        let usage = help.lines().next().unwrap_or_default();
+        for part in usage.split('[').skip(1) {
+            if let Some((flag, _)) = part.split_once(" <") {
+                let name = flag.trim_start_matches("--");
+                if flag.starts_with("--") {
+                    assert!(VALUE_OPTIONS.contains(&name), "add {name} to VALUE_OPTIONS");
+                }
+            }
+        }
     }
 
     #[test]

@@ -8,6 +8,7 @@ pub mod import;
 pub mod keyspace;
 pub mod logging;
 pub mod net;
+pub mod notify;
 pub mod persistence;
 pub mod resp;
 pub mod server;

@@ -59,7 +59,10 @@ fn spawn_watchdog(server: Arc<Server>, interval: Duration) {
             std::thread::sleep(period);
         });
     match started {
-        Ok(_) => tracing::debug!(interval_ms = interval.as_millis() as u64, "watchdog enabled"),
+        Ok(_) => tracing::debug!(
+            interval_ms = interval.as_millis() as u64,
+            "watchdog enabled"
+        ),
         Err(e) => tracing::error!(error = %e, "cannot start the watchdog thread"),
     }
 }
@@ -93,12 +96,20 @@ pub fn inherited_listeners(threads: usize) -> std::io::Result<Option<Vec<Vec<Tcp
                 .collect::<std::io::Result<Vec<_>>>()?,
         );
     }
+    let addrs: Vec<String> = firsts
+        .iter()
+        .filter_map(|l| l.local_addr().ok())
+        .map(|a| a.to_string())
+        .collect();
+    tracing::info!(sockets = %addrs.join(", "), "using the sockets passed by systemd; -addr is not used");
     per_thread.insert(0, firsts);
     Ok(Some(per_thread))
 }
 
 fn check_tcp_listener(fd: RawFd) -> std::io::Result<()> {
-    use nix::sys::socket::{getsockname, getsockopt, sockopt, AddressFamily, SockType, SockaddrLike, SockaddrStorage};
+    use nix::sys::socket::{
+        getsockname, getsockopt, sockopt, AddressFamily, SockType, SockaddrLike, SockaddrStorage,
+    };
     // SAFETY: only borrowed for the duration of these calls; the descriptor
     // stays open (it is owned by this process, passed by systemd).
     let borrowed = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };

@@ -444,7 +444,10 @@ impl Checkpointer {
         let started = Instant::now();
         let (frozen, base, seq) = {
             let mut ks = self.server.keyspace();
-            if !ks.has_changes() {
+            // Nothing changed and nothing logged since the last checkpoint
+            // (a log of commands that changed nothing still gets rotated).
+            let logged = self.server.storage.log.segment_bytes() > wal::HEADER_LEN;
+            if !ks.has_changes() && !logged {
                 self.last = Instant::now();
                 return Ok(());
             }

@@ -157,6 +157,7 @@ impl Server {
             }
         }
         tracing::info!(reason, "shutting down");
+        crate::notify::stopping(reason);
         match self.storage.shutdown() {
             Ok(()) => tracing::info!("final checkpoint written"),
             Err(e) => {

@@ -575,3 +575,40 @@ fn keys_longer_than_the_directory_holds_are_refused_for_writes() {
     assert_eq!(c.call(&["SAVE"]), b"+OK\r\n");
     assert_eq!(c.call(&["STRLEN", &ok]), b":1\r\n");
 }
+
+#[test]
+fn the_log_is_rotated_even_when_commands_change_nothing() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let db = db_in(dir.path());
+    let server = ServerProcess::bitmapist_at(&db, &["--checkpoint-log-size", "64KiB"]);
+    let mut c = server.connect();
+    // DEL of missing keys is logged (it is a write) but changes nothing.
+    for round in 0..20 {
+        let mut batch = Vec::new();
+        for i in 0..500 {
+            batch.extend(encode(&["DEL", &format!("missing:{round}:{i}")]));
+        }
+        c.send(&batch);
+        for _ in 0..500 {
+            assert_eq!(c.read_reply(), b":0\r\n");
+        }
+    }
+    let log_bytes = || -> u64 {
+        std::fs::read_dir(dir.path())
+            .expect("list")
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_name().to_string_lossy().contains("-wal."))
+            .filter_map(|e| e.metadata().ok())
+            .map(|m| m.len())
+            .sum()
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while log_bytes() > 256 * 1024 {
+        assert!(
+            Instant::now() < deadline,
+            "the log kept {} bytes",
+            log_bytes()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

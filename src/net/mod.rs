@@ -19,6 +19,8 @@ pub enum StartError {
     Resolve(String, std::io::Error),
     Bind(SocketAddr, std::io::Error),
     Thread(std::io::Error),
+    /// The sockets passed by systemd (LISTEN_FDS) cannot be used.
+    Activation(std::io::Error),
 }
 
 impl std::fmt::Display for StartError {
@@ -30,6 +32,12 @@ impl std::fmt::Display for StartError {
             }
             StartError::Bind(addr, e) => write!(f, "cannot listen on {addr}: {e}"),
             StartError::Thread(e) => write!(f, "cannot start a network thread: {e}"),
+            StartError::Activation(e) => {
+                write!(
+                    f,
+                    "cannot use the sockets passed by systemd (LISTEN_FDS): {e}"
+                )
+            }
         }
     }
 }
@@ -141,8 +149,12 @@ fn bind_all(addrs: &[SocketAddr], threads: usize) -> Result<Vec<Vec<TcpListener>
 pub fn serve(server: Arc<Server>) -> Result<(), StartError> {
     probe_io_uring()?;
     let threads = server.config.thread_count();
-    let addrs = resolve(&server.config.addr)?;
-    let listeners = bind_all(&addrs, threads)?;
+    // Sockets passed by a systemd socket unit replace binding -addr.
+    let listeners = match crate::notify::inherited_listeners(threads) {
+        Ok(Some(inherited)) => inherited,
+        Ok(None) => bind_all(&resolve(&server.config.addr)?, threads)?,
+        Err(e) => return Err(StartError::Activation(e)),
+    };
     {
         let mut listening = lock(&server.listening);
         for l in &listeners[0] {
@@ -150,6 +162,7 @@ pub fn serve(server: Arc<Server>) -> Result<(), StartError> {
                 listening.push(a);
             }
         }
+        crate::notify::ready(&server, &listening);
     }
     let mut handles = Vec::new();
     for (i, thread_listeners) in listeners.into_iter().enumerate() {
