@@ -22,8 +22,10 @@ pub struct Cache {
     pub evictions: u64,
 }
 
-/// A committed payload extent: first page and checksum.
-pub type PayloadId = (u64, u32);
+/// A committed payload's identity: its location (see
+/// `keyspace::payload_id`), the checksum of its bytes, and the string's byte
+/// length (equal bits can belong to strings of different lengths).
+pub type PayloadId = (u64, u32, u64);
 
 fn cost(value: &BitString) -> usize {
     value.heap_bytes() + ENTRY_OVERHEAD
@@ -139,24 +141,24 @@ mod tests {
     fn stays_within_budget_and_evicts_lru_first() {
         let mut c = Cache::new(20_000);
         for i in 0..100u32 {
-            c.put((u64::from(i), 7), value(1000));
+            c.put((u64::from(i), 7, 1), value(1000));
             assert!(c.bytes() <= 20_000 || c.len() == 1);
         }
         assert!(c.len() < 100);
-        assert!(c.get((99, 7)).is_some());
-        assert!(c.get((0, 7)).is_none());
+        assert!(c.get((99, 7, 1)).is_some());
+        assert!(c.get((0, 7, 1)).is_none());
         assert!(c.evictions > 0);
     }
 
     #[test]
     fn replacing_and_removing_keep_the_byte_count() {
         let mut c = Cache::new(1 << 20);
-        c.put((1, 1), value(10));
-        c.put((1, 1), value(2000));
-        c.put((2, 1), value(5));
+        c.put((1, 1, 1), value(10));
+        c.put((1, 1, 1), value(2000));
+        c.put((2, 1, 1), value(5));
         c.forget_pages(&[2].into_iter().collect());
-        assert!(c.remove((1, 1)).is_some());
-        assert!(c.remove((2, 1)).is_none());
+        assert!(c.remove((1, 1, 1)).is_some());
+        assert!(c.remove((2, 1, 1)).is_none());
         assert_eq!(c.bytes(), 0);
     }
 }

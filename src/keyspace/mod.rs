@@ -168,18 +168,18 @@ pub struct ColdValue {
 
 /// The cache identity of a committed payload: an extent by its first page
 /// and checksum; an inline payload by a hash of its key (top bit set, so it
-/// never equals a page number) and its checksum. Equal identities mean equal
-/// payload bytes (same checksum), so a renamed key never finds another
-/// value.
+/// never equals a page number) and its checksum; both with the string's
+/// byte length. Equal identities mean equal payload bytes (same checksum)
+/// and equal lengths, so a renamed key never finds another value.
 pub fn payload_id(db: usize, key: &[u8], meta: &EntryMeta) -> PayloadId {
     match meta.payload {
-        Payload::Extent { page, .. } => (page, meta.payload_crc),
+        Payload::Extent { page, .. } => (page, meta.payload_crc, meta.byte_len),
         Payload::Inline(_) => {
             use std::hash::{Hash, Hasher};
             let mut h = std::collections::hash_map::DefaultHasher::new();
             (db as u8).hash(&mut h);
             key.hash(&mut h);
-            (h.finish() | (1 << 63), meta.payload_crc)
+            (h.finish() | (1 << 63), meta.payload_crc, meta.byte_len)
         }
     }
 }
@@ -363,9 +363,9 @@ impl Keyspace {
                 value: Value::Stored(meta),
                 ..
             }) => match meta.payload {
-                Payload::Extent { page, .. } if !self.cache.contains((page, meta.payload_crc)) => {
+                Payload::Extent { page, .. } if !self.cache.contains((page, meta.payload_crc, meta.byte_len)) => {
                     Ok(Some(ColdValue {
-                        id: (page, meta.payload_crc),
+                        id: (page, meta.payload_crc, meta.byte_len),
                         meta,
                     }))
                 }
