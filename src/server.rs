@@ -6,7 +6,7 @@ use crate::config::Config;
 use crate::keyspace::Keyspace;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering::Relaxed};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, Weak};
 use std::time::Instant;
 
 /// Counters reported by INFO.
@@ -73,6 +73,10 @@ pub struct Server {
     next_client_id: AtomicU64,
     /// The addresses actually listened on (filled in once bound).
     pub listening: Mutex<Vec<std::net::SocketAddr>>,
+    /// Progress of the last SLURP import (INFO slurp).
+    pub slurp: Mutex<crate::command::migrate::SlurpStatus>,
+    /// This server's own `Arc`, for background work started by a command.
+    handle: OnceLock<Weak<Server>>,
 }
 
 /// Locks a mutex, carrying on if a thread panicked while holding it (the
@@ -98,7 +102,20 @@ impl Server {
             clients: Mutex::new(BTreeMap::new()),
             next_client_id: AtomicU64::new(1),
             listening: Mutex::new(Vec::new()),
+            slurp: Mutex::new(Default::default()),
+            handle: OnceLock::new(),
         }
+    }
+
+    /// Remembers the `Arc` this server lives in (see [`Server::handle`]).
+    pub fn set_handle(self: &Arc<Self>) {
+        let _ = self.handle.set(Arc::downgrade(self));
+    }
+
+    /// The `Arc` this server lives in, for a command that starts background
+    /// work (SLURP); `None` before [`Server::set_handle`].
+    pub fn handle(&self) -> Option<Arc<Server>> {
+        self.handle.get().and_then(Weak::upgrade)
     }
 
     /// The first port actually listened on (0 before binding).

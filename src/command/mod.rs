@@ -8,6 +8,7 @@ pub mod bits;
 pub mod connection;
 pub mod expire;
 pub mod keys;
+pub mod migrate;
 pub mod server;
 pub mod strings;
 pub mod table;

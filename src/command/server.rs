@@ -110,6 +110,7 @@ const DEFAULT_SECTIONS: &[&str] = &[
     "cpu",
     "keyspace",
     "keys",
+    "slurp",
 ];
 const ALL_SECTIONS: &[&str] = &[
     "server",
@@ -123,6 +124,7 @@ const ALL_SECTIONS: &[&str] = &[
     "keyspace",
     "keys",
     "commands",
+    "slurp",
 ];
 
 pub fn info(ctx: &mut Ctx<'_>, argv: &[&[u8]]) -> CmdResult {
@@ -322,6 +324,10 @@ fn write_section(ctx: &mut Ctx<'_>, section: &str, t: &mut String) {
                     let _ = write!(t, "{}:{calls}\r\n", spec.name);
                 }
             }
+            Ok(())
+        }
+        "slurp" => {
+            crate::server::lock(&server.slurp).info_section(t);
             Ok(())
         }
         _ => Ok(()),

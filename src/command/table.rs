@@ -3,7 +3,7 @@
 //! unknown-command, unknown-subcommand and arity errors.
 
 use super::{
-    bits, connection, expire, keys, server, strings, transaction, CmdError, CmdResult, Ctx,
+    bits, connection, expire, keys, migrate, server, strings, transaction, CmdError, CmdResult, Ctx,
 };
 use std::collections::HashMap;
 use std::sync::OnceLock;
@@ -482,6 +482,15 @@ pub static COMMANDS: &[CommandSpec] = &[
         "server",
         "Synchronously saves the database(s) to disk and shuts down the server.",
         server::shutdown
+    ),
+    cmd!(
+        "slurp",
+        -2,
+        ["admin", "noscript"],
+        (0, 0, 0),
+        "server",
+        "Imports the string keys of a running Redis or Go bitmapist-server in the background.",
+        migrate::slurp
     ),
     cmd!(
         "command",
