@@ -38,6 +38,9 @@ pub const DATABASES: usize = 16;
 /// repeats.
 const SCAN_CURSORS: usize = 16 * 1024;
 
+/// Slots of the committed-lookup memo.
+const MEMO_SLOTS: usize = 8192;
+
 /// Where a value is.
 #[derive(Clone, Debug)]
 pub enum Value {
@@ -196,6 +199,8 @@ pub struct Keyspace {
     top: Layer,
     frozen: Option<Arc<Layer>>,
     committed: Arc<Committed>,
+    /// Recent committed directory lookups (see `committed_entry`).
+    memo: std::cell::RefCell<Vec<Option<(Vec<u8>, Option<EntryMeta>)>>>,
     cache: Cache,
     cursors: lru::LruCache<u64, ScanPosition>,
     next_cursor: u64,
@@ -224,6 +229,7 @@ impl Keyspace {
             top: Layer::default(),
             frozen: None,
             committed,
+            memo: std::cell::RefCell::new(vec![None; MEMO_SLOTS]),
             cache: Cache::new(cache_budget),
             cursors: lru::LruCache::new(capacity),
             next_cursor: (seed % (1 << 40)) | 1,
@@ -278,10 +284,30 @@ impl Keyspace {
                 return Ok(None);
             }
         }
-        Ok(self
-            .committed
-            .lookup(&dir_key(db, key))?
-            .map(Entry::from_committed))
+        Ok(self.committed_entry(db, key)?.map(Entry::from_committed))
+    }
+
+    /// The committed directory entry of a key, through a small direct-mapped
+    /// memo (valid until the committed state changes at a checkpoint), so a
+    /// hot key is not looked up in the B+tree again and again.
+    fn committed_entry(&self, db: usize, key: &[u8]) -> Result<Option<EntryMeta>, StorageError> {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        (db as u8).hash(&mut h);
+        key.hash(&mut h);
+        let slot = (h.finish() as usize) % MEMO_SLOTS;
+        let mut memo = self.memo.borrow_mut();
+        if let Some(Some((k, meta))) = memo.get(slot) {
+            if k.first() == Some(&(db as u8)) && &k[1..] == key {
+                return Ok(meta.clone());
+            }
+        }
+        let ckey = dir_key(db, key);
+        let meta = self.committed.lookup(&ckey)?;
+        if let Some(s) = memo.get_mut(slot) {
+            *s = Some((ckey, meta.clone()));
+        }
+        Ok(meta)
     }
 
     /// Writes a slot into the overlay, keeping the key count right.
@@ -363,7 +389,9 @@ impl Keyspace {
                 value: Value::Stored(meta),
                 ..
             }) => match meta.payload {
-                Payload::Extent { page, .. } if !self.cache.contains((page, meta.payload_crc, meta.byte_len)) => {
+                Payload::Extent { page, .. }
+                    if !self.cache.contains((page, meta.payload_crc, meta.byte_len)) =>
+                {
                     Ok(Some(ColdValue {
                         id: (page, meta.payload_crc, meta.byte_len),
                         meta,
@@ -646,6 +674,7 @@ impl Keyspace {
         released_pages: &HashSet<u64>,
     ) {
         self.committed = committed;
+        self.memo.borrow_mut().iter_mut().for_each(|s| *s = None);
         self.frozen = None;
         self.cache.forget_pages(released_pages);
         for (id, value) in written {
