@@ -187,6 +187,12 @@ impl Log {
         true
     }
 
+    /// Takes the records appended and not yet taken by a writer (tests that
+    /// run without the writer thread replay them themselves).
+    pub fn take_pending(&self) -> Vec<u8> {
+        std::mem::take(&mut lock(&self.state).pending)
+    }
+
     /// Asks the writer to finish and stop.
     pub fn stop(&self) {
         lock(&self.state).stopping = true;
