@@ -837,7 +837,10 @@ mod tests {
         }
 
         /// Every key of every database with its value and absolute expiry.
-        fn dump(server: &Server) -> Vec<(usize, Vec<u8>, Vec<u8>, Vec<u8>)> {
+        /// (database, key, GET reply, PEXPIRETIME reply)
+        type Row = (usize, Vec<u8>, Vec<u8>, Vec<u8>);
+
+        fn dump(server: &Server) -> Vec<Row> {
             let client = server.register_client("dump".into(), String::new());
             let mut session = Session::new(client);
             let mut out = Vec::new();

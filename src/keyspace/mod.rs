@@ -38,6 +38,9 @@ pub const DATABASES: usize = 16;
 /// repeats.
 const SCAN_CURSORS: usize = 16 * 1024;
 
+/// A memoized committed lookup: the directory key and what it found.
+type MemoEntry = (Vec<u8>, Option<EntryMeta>);
+
 /// Slots of the committed-lookup memo.
 const MEMO_SLOTS: usize = 8192;
 
@@ -200,7 +203,7 @@ pub struct Keyspace {
     frozen: Option<Arc<Layer>>,
     committed: Arc<Committed>,
     /// Recent committed directory lookups (see `committed_entry`).
-    memo: std::cell::RefCell<Vec<Option<(Vec<u8>, Option<EntryMeta>)>>>,
+    memo: std::cell::RefCell<Vec<Option<MemoEntry>>>,
     cache: Cache,
     cursors: lru::LruCache<u64, ScanPosition>,
     next_cursor: u64,
