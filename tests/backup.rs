@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{encode, RawClient, ServerProcess};
+use common::{assert_bits_set, encode, RawClient, ServerProcess, SmallDisk};
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -110,70 +110,11 @@ fn backup_while_writers_run_holds_every_write_acknowledged_before_the_signal() {
     std::fs::copy(&bak, &copy).expect("copy backup");
     let restored = ServerProcess::bitmapist_at(&copy, &[]);
     let mut r = restored.connect();
-    let items: Vec<_> = before.iter().collect();
-    for chunk in items.chunks(500) {
-        let mut batch = Vec::new();
-        for (k, o) in chunk {
-            batch.extend(encode(&[
-                b"GETBIT".as_slice(),
-                k.as_bytes(),
-                o.to_string().as_bytes(),
-            ]));
-        }
-        r.send(&batch);
-        for (k, o) in chunk {
-            assert_eq!(
-                r.read_reply(),
-                b":1\r\n",
-                "SETBIT {k} {o} acknowledged before the signal is missing"
-            );
-        }
-    }
-}
-
-/// A tmpfs that can be made read-only; unmounted on drop.
-struct Disk {
-    path: std::path::PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl Disk {
-    fn mount(size: &str) -> Disk {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let path = dir.path().join("disk");
-        std::fs::create_dir(&path).expect("mkdir");
-        let ok = std::process::Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(&path)
-            .status()
-            .expect("mount")
-            .success();
-        assert!(
-            ok,
-            "mounting a tmpfs needs root (the test command runs as root)"
-        );
-        Disk { path, _dir: dir }
-    }
-
-    fn set_read_only(&self, ro: bool) {
-        let opt = if ro { "remount,ro" } else { "remount,rw" };
-        let ok = std::process::Command::new("mount")
-            .args(["-o", opt])
-            .arg(&self.path)
-            .status()
-            .expect("remount")
-            .success();
-        assert!(ok, "remount {opt}");
-    }
-}
-
-impl Drop for Disk {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("umount")
-            .arg("-l")
-            .arg(&self.path)
-            .status();
-    }
+    assert_bits_set(
+        &mut r,
+        before.iter().map(|(k, o)| (k.as_str(), *o)),
+        "was acknowledged before the signal but is not in the backup",
+    );
 }
 
 fn files_in(dir: &Path) -> Vec<String> {
@@ -191,7 +132,7 @@ fn files_in(dir: &Path) -> Vec<String> {
 fn failed_backups_leave_the_previous_one_intact() {
     let dir = tempfile::tempdir().expect("temp dir");
     let db = dir.path().join("bitmapist.db");
-    let disk = Disk::mount("2m");
+    let disk = SmallDisk::mount("2m");
     let bak = disk.path.join("backup.db");
     let bak_arg = bak.to_str().expect("path").to_string();
     let server = ServerProcess::bitmapist_at(&db, &["--bak", &bak_arg]);

@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::{encode, parse_reply, RawClient, ServerProcess};
+use common::{assert_bits_set, encode, parse_reply, RawClient, ServerProcess, SmallDisk};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -111,27 +111,11 @@ fn kill9_loop_keeps_every_acknowledged_write() {
     let server = ServerProcess::bitmapist_at(&db, &[]);
     let mut client = server.connect();
     let acked = acked.lock().unwrap_or_else(|e| e.into_inner()).clone();
-    let items: Vec<_> = acked.iter().collect();
-    for chunk in items.chunks(500) {
-        let mut batch = Vec::new();
-        for (key, offset) in chunk {
-            batch.extend(encode(&[
-                b"GETBIT".as_slice(),
-                key.as_bytes(),
-                offset.to_string().as_bytes(),
-            ]));
-        }
-        client.send(&batch);
-        for (key, offset) in chunk {
-            let reply = client.read_reply();
-            assert_eq!(
-                reply,
-                b":1\r\n",
-                "acknowledged SETBIT {key} {offset} 1 was lost\n{}",
-                server.output()
-            );
-        }
-    }
+    assert_bits_set(
+        &mut client,
+        acked.iter().map(|(k, o)| (k.as_str(), *o)),
+        &format!("was acknowledged and then lost\n{}", server.output()),
+    );
     assert!(
         acked.len() > 1000,
         "too few writes acknowledged to mean anything: {}",
@@ -435,39 +419,6 @@ fn crc32c(data: &[u8]) -> u32 {
         }
     }
     !crc
-}
-
-/// A small tmpfs, unmounted on drop.
-struct SmallDisk {
-    path: PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl SmallDisk {
-    fn mount(size: &str) -> SmallDisk {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let path = dir.path().join("disk");
-        std::fs::create_dir(&path).expect("mkdir");
-        let status = std::process::Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(&path)
-            .status()
-            .expect("run mount");
-        assert!(
-            status.success(),
-            "mounting a tmpfs needs root (the test command runs as root)"
-        );
-        SmallDisk { path, _dir: dir }
-    }
-}
-
-impl Drop for SmallDisk {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("umount")
-            .arg("-l")
-            .arg(&self.path)
-            .status();
-    }
 }
 
 #[test]

@@ -431,16 +431,7 @@ impl ServerProcess {
     pub fn terminate(&mut self, timeout: Duration) -> Option<i32> {
         let pid = self.child.id().to_string();
         let _ = Command::new("kill").args(["-TERM", &pid]).status();
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return status.code();
-            }
-            if Instant::now() > deadline {
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        self.wait_exit(timeout)
     }
 
     /// Waits (up to `timeout`) for the process to exit by itself.
@@ -1141,4 +1132,78 @@ fn run_raw(
         }
     }
     Ok(replies)
+}
+
+/// Asserts, with pipelined GETBITs, that every (key, offset) bit is set.
+pub fn assert_bits_set<'a>(
+    client: &mut RawClient,
+    bits: impl IntoIterator<Item = (&'a str, u64)>,
+    what: &str,
+) {
+    let bits: Vec<(&str, u64)> = bits.into_iter().collect();
+    for chunk in bits.chunks(500) {
+        let mut batch = Vec::new();
+        for (key, offset) in chunk {
+            batch.extend(encode(&[
+                b"GETBIT".as_slice(),
+                key.as_bytes(),
+                offset.to_string().as_bytes(),
+            ]));
+        }
+        client.send(&batch);
+        for (key, offset) in chunk {
+            assert_eq!(
+                client.read_reply(),
+                b":1\r\n",
+                "SETBIT {key} {offset} 1 {what}"
+            );
+        }
+    }
+}
+
+/// A small tmpfs (for full-disk and read-only tests), unmounted on drop.
+/// Mounting needs root, which the test command has.
+pub struct SmallDisk {
+    pub path: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl SmallDisk {
+    pub fn mount(size: &str) -> SmallDisk {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("disk");
+        std::fs::create_dir(&path).expect("mkdir");
+        let ok = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(&path)
+            .status()
+            .expect("run mount")
+            .success();
+        assert!(
+            ok,
+            "mounting a tmpfs needs root (the test command runs as root)"
+        );
+        SmallDisk { path, _dir: dir }
+    }
+
+    pub fn set_read_only(&self, read_only: bool) {
+        let opt = if read_only {
+            "remount,ro"
+        } else {
+            "remount,rw"
+        };
+        let ok = Command::new("mount")
+            .args(["-o", opt])
+            .arg(&self.path)
+            .status()
+            .expect("remount")
+            .success();
+        assert!(ok, "remount {opt}");
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.path).status();
+    }
 }
