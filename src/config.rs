@@ -66,6 +66,43 @@ pub struct Config {
     #[argh(option, default = "String::from(\"info\")")]
     pub log_level: String,
 
+    /// require clients to authenticate with this password (AUTH, or HELLO
+    /// with AUTH); prefer --requirepass-file, which keeps it out of `ps`
+    #[argh(option)]
+    pub requirepass: Option<String>,
+
+    /// read the password from the first line of this file
+    #[argh(option)]
+    pub requirepass_file: Option<PathBuf>,
+
+    /// refuse to listen on a non-loopback address without a password: yes
+    /// or no (default yes)
+    #[argh(option, default = "String::from(\"yes\")")]
+    pub protected_mode: String,
+
+    /// make a command unknown to clients, e.g. slurp, flushall, keys,
+    /// shutdown (may be given several times)
+    #[argh(option)]
+    pub disable_command: Vec<String>,
+
+    /// most clients connected at once; more are refused (default 10000)
+    #[argh(option, default = "10000")]
+    pub maxclients: usize,
+
+    /// close a client idle for this many seconds (default 0: never)
+    #[argh(option, default = "0")]
+    pub timeout: u64,
+
+    /// close a client whose unprocessed input grows past this size (default
+    /// 1GiB)
+    #[argh(option, default = "String::from(\"1GiB\")")]
+    pub client_query_buffer_limit: String,
+
+    /// close a client whose pending replies grow past this size (default
+    /// 256MiB)
+    #[argh(option, default = "String::from(\"256MiB\")")]
+    pub client_output_buffer_limit: String,
+
     #[argh(subcommand)]
     pub command: Option<Subcommand>,
 }
@@ -115,7 +152,17 @@ const VALUE_OPTIONS: &[&str] = &[
     "checkpoint-interval",
     "checkpoint-log-size",
     "log-level",
+    "requirepass",
+    "requirepass-file",
+    "protected-mode",
+    "maxclients",
+    "timeout",
+    "client-query-buffer-limit",
+    "client-output-buffer-limit",
 ];
+
+/// Options that may be given several times, each adding a value.
+const REPEATED_OPTIONS: &[&str] = &["disable-command"];
 
 /// Rewrites Go-style flags into argh's form: `-addr x` and `-addr=x` become
 /// `--addr x`, `--addr=x` becomes `--addr x`, `-debug=false` is dropped. Of
@@ -174,6 +221,7 @@ fn keep_last_values(args: Vec<String>) -> Vec<String> {
                 last.insert(name, i);
                 i += 2;
             }
+            Some(name) if REPEATED_OPTIONS.contains(&name) && i + 1 < args.len() => i += 2,
             Some(name) if !name.is_empty() => i += 1,
             // A subcommand, a stray value or `--`: the server's options end.
             _ => break,
@@ -256,6 +304,87 @@ impl Config {
         self.threads
             .filter(|&n| n > 0)
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+    }
+
+    /// Checks the security options and resolves them: reads the password
+    /// file into `requirepass`, lowercases the disabled commands. Returns a
+    /// one-line reason on failure.
+    pub fn resolve_security(&mut self) -> Result<(), String> {
+        if let Some(path) = &self.requirepass_file {
+            if self.requirepass.is_some() {
+                return Err(String::from(
+                    "give either --requirepass or --requirepass-file, not both",
+                ));
+            }
+            let text = std::fs::read(path)
+                .map_err(|e| format!("cannot read the password file {}: {e}", path.display()))?;
+            let line = text.split(|&b| b == b'\n').next().unwrap_or_default();
+            let line = line.strip_suffix(b"\r").unwrap_or(line);
+            if line.is_empty() {
+                return Err(format!(
+                    "the password file {} is empty; put the password on its first line",
+                    path.display()
+                ));
+            }
+            let password = String::from_utf8(line.to_vec())
+                .map_err(|_| format!("the password file {} is not UTF-8 text", path.display()))?;
+            self.requirepass = Some(password);
+        }
+        if self.requirepass.as_deref() == Some("") {
+            // As in Redis, an empty password means none.
+            self.requirepass = None;
+        }
+        match self.protected_mode.to_ascii_lowercase().as_str() {
+            "yes" | "no" => self.protected_mode.make_ascii_lowercase(),
+            other => return Err(format!("--protected-mode must be yes or no, not {other:?}")),
+        }
+        if self.maxclients == 0 {
+            return Err(String::from("--maxclients must be at least 1"));
+        }
+        for (flag, value) in [
+            (
+                "--client-query-buffer-limit",
+                &self.client_query_buffer_limit,
+            ),
+            (
+                "--client-output-buffer-limit",
+                &self.client_output_buffer_limit,
+            ),
+        ] {
+            match parse_size(value) {
+                Ok(0) => return Err(format!("{flag} must be above 0")),
+                Ok(_) => {}
+                Err(e) => return Err(format!("{flag}: {e}")),
+            }
+        }
+        for name in &mut self.disable_command {
+            name.make_ascii_lowercase();
+        }
+        Ok(())
+    }
+
+    /// Whether binding a non-loopback address needs a password.
+    pub fn protected(&self) -> bool {
+        self.protected_mode != "no" && self.requirepass.is_none()
+    }
+
+    /// `--client-query-buffer-limit` in bytes.
+    pub fn query_buffer_limit(&self) -> usize {
+        parse_size(&self.client_query_buffer_limit).map_or(1 << 30, |n| n as usize)
+    }
+
+    /// `--client-output-buffer-limit` in bytes.
+    pub fn output_buffer_limit(&self) -> usize {
+        parse_size(&self.client_output_buffer_limit).map_or(256 << 20, |n| n as usize)
+    }
+
+    /// Whether `--disable-command` names this command (`name` is the first
+    /// argument; `spec_name` the table's name, `parent|sub` for a
+    /// subcommand).
+    pub fn is_disabled(&self, name: &[u8], spec_name: &str) -> bool {
+        self.disable_command
+            .iter()
+            .any(|d| d.as_bytes().eq_ignore_ascii_case(name) || d == spec_name)
     }
 
     /// The defaults, as if started with no arguments.
@@ -348,7 +477,10 @@ mod tests {
             if let Some((flag, _)) = part.split_once(" <") {
                 let name = flag.trim_start_matches("--");
                 if flag.starts_with("--") {
-                    assert!(VALUE_OPTIONS.contains(&name), "add {name} to VALUE_OPTIONS");
+                    assert!(
+                        VALUE_OPTIONS.contains(&name) || REPEATED_OPTIONS.contains(&name),
+                        "add {name} to VALUE_OPTIONS"
+                    );
                 }
             }
         }

@@ -61,9 +61,18 @@ fn import_bolt(cmd: &config::ImportBoltCommand) -> ExitCode {
     }
 }
 
-fn run(config: config::Config) -> ExitCode {
+fn run(mut config: config::Config) -> ExitCode {
     // Before anything else is printed: without io_uring there is one line to say.
     if let Err(e) = net::probe_io_uring() {
+        eprintln!("bitmapist-server: {e}");
+        return ExitCode::FAILURE;
+    }
+    if let Err(e) = config.resolve_security() {
+        eprintln!("bitmapist-server: {e}");
+        return ExitCode::FAILURE;
+    }
+    // Refuse an exposed address without a password before opening anything.
+    if let Err(e) = net::check_protected(&config) {
         eprintln!("bitmapist-server: {e}");
         return ExitCode::FAILURE;
     }

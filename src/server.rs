@@ -70,6 +70,8 @@ pub struct Server {
     pub started: Instant,
     pub started_unix_ms: u64,
     clients: Mutex<BTreeMap<u64, Arc<ClientShared>>>,
+    /// Open client connections, counted at accept for `--maxclients`.
+    pub connections: AtomicUsize,
     next_client_id: AtomicU64,
     /// The addresses actually listened on (filled in once bound).
     pub listening: Mutex<Vec<std::net::SocketAddr>>,
@@ -100,6 +102,7 @@ impl Server {
             started: Instant::now(),
             started_unix_ms: crate::keyspace::now_ms(),
             clients: Mutex::new(BTreeMap::new()),
+            connections: AtomicUsize::new(0),
             next_client_id: AtomicU64::new(1),
             listening: Mutex::new(Vec::new()),
             slurp: Mutex::new(Default::default()),

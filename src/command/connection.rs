@@ -48,6 +48,8 @@ pub fn quit(ctx: &mut Ctx<'_>, _argv: &[&[u8]]) -> CmdResult {
 pub fn reset(ctx: &mut Ctx<'_>, _argv: &[&[u8]]) -> CmdResult {
     ctx.session.multi = None;
     ctx.session.db = 0;
+    // As in Redis, RESET returns to the default user's unauthenticated state.
+    ctx.session.authenticated = ctx.server.config.requirepass.is_none();
     ctx.session.client.db.store(0, Relaxed);
     lock(&ctx.session.client.name).clear();
     set_protocol(ctx, Protocol::Resp2);
@@ -61,7 +63,50 @@ fn set_protocol(ctx: &mut Ctx<'_>, protocol: Protocol) {
     ctx.session.client.resp.store(n, Relaxed);
 }
 
-pub fn auth(_ctx: &mut Ctx<'_>, argv: &[&[u8]]) -> CmdResult {
+const WRONGPASS: &str = "WRONGPASS invalid username-password pair or user is disabled.";
+
+/// Compares in time that depends on the lengths only, not on where the
+/// bytes differ; a length mismatch does not end the loop early.
+fn constant_time_eq(given: &[u8], expected: &[u8]) -> bool {
+    let mut diff = given.len() ^ expected.len();
+    for i in 0..given.len().max(expected.len()) {
+        let a = given.get(i).copied().unwrap_or(0);
+        let b = expected.get(i).copied().unwrap_or(0);
+        diff |= usize::from(std::hint::black_box(a ^ b));
+    }
+    std::hint::black_box(diff) == 0
+}
+
+/// Checks a user and password against `--requirepass` (only `default`
+/// exists); on success the session is authenticated, on failure the
+/// attempt is logged with the client's address.
+fn authenticate(ctx: &mut Ctx<'_>, password_for: &str, user: &[u8], given: &[u8]) -> CmdResult {
+    let ok = constant_time_eq(given, password_for.as_bytes()) & (user == b"default");
+    if ok {
+        ctx.session.authenticated = true;
+        Ok(())
+    } else {
+        tracing::warn!(
+            client = ctx.session.client.id,
+            addr = %ctx.session.client.addr,
+            user = %String::from_utf8_lossy(user),
+            "failed authentication attempt"
+        );
+        Err(CmdError::new(WRONGPASS))
+    }
+}
+
+pub fn auth(ctx: &mut Ctx<'_>, argv: &[&[u8]]) -> CmdResult {
+    if let Some(password) = ctx.server.config.requirepass.as_deref() {
+        let (user, given): (&[u8], &[u8]) = match argv.len() {
+            2 => (b"default", argv[1]),
+            3 => (argv[1], argv[2]),
+            _ => return Err(CmdError::syntax()),
+        };
+        authenticate(ctx, password, user, given)?;
+        ctx.out.ok();
+        return Ok(());
+    }
     match argv.len() {
         2 => Err(CmdError::new(
             "ERR AUTH <password> called without any password configured for the default user. \
@@ -70,12 +115,10 @@ pub fn auth(_ctx: &mut Ctx<'_>, argv: &[&[u8]]) -> CmdResult {
         3 => {
             // No password is configured: the default user accepts any password.
             if argv[1] == b"default" {
-                _ctx.out.ok();
+                ctx.out.ok();
                 Ok(())
             } else {
-                Err(CmdError::new(
-                    "WRONGPASS invalid username-password pair or user is disabled.",
-                ))
+                Err(CmdError::new(WRONGPASS))
             }
         }
         _ => Err(CmdError::syntax()),
@@ -100,10 +143,10 @@ pub fn hello(ctx: &mut Ctx<'_>, argv: &[&[u8]]) -> CmdResult {
     while i < argv.len() {
         let left = argv.len() - i - 1;
         if args::is(argv[i], "auth") && left >= 2 {
-            if argv[i + 1] != b"default" {
-                return Err(CmdError::new(
-                    "WRONGPASS invalid username-password pair or user is disabled.",
-                ));
+            match ctx.server.config.requirepass.as_deref() {
+                Some(password) => authenticate(ctx, password, argv[i + 1], argv[i + 2])?,
+                None if argv[i + 1] != b"default" => return Err(CmdError::new(WRONGPASS)),
+                None => {}
             }
             i += 3;
         } else if args::is(argv[i], "setname") && left >= 1 {
@@ -115,6 +158,13 @@ pub fn hello(ctx: &mut Ctx<'_>, argv: &[&[u8]]) -> CmdResult {
                 String::from_utf8_lossy(argv[i])
             )));
         }
+    }
+    if !ctx.session.authenticated {
+        return Err(CmdError::new(
+            "NOAUTH HELLO must be called with the client already authenticated, otherwise the \
+             HELLO AUTH <user> <pass> option can be used to authenticate the client and select \
+             the RESP protocol version at the same time",
+        ));
     }
     if let Some(name) = name {
         set_name(ctx, name)?;

@@ -79,6 +79,9 @@ pub struct Session {
     /// Log position of this client's last logged write: its replies wait
     /// until the log is written that far.
     pub last_lsn: u64,
+    /// The client may run commands: no password is configured, or it
+    /// authenticated (AUTH, HELLO ... AUTH).
+    pub authenticated: bool,
 }
 
 impl Session {
@@ -90,6 +93,7 @@ impl Session {
             close_after_reply: false,
             shutdown_requested: false,
             last_lsn: 0,
+            authenticated: true,
         }
     }
 }
@@ -162,7 +166,20 @@ pub fn execute(ctx: &mut Ctx<'_>, argv: &[&[u8]]) {
             shown.join(" ")
         );
     }
-    let (index, spec) = match table::lookup(argv) {
+    let lookup = match table::lookup(argv) {
+        // A disabled command is unknown, exactly as if it did not exist.
+        Lookup::Found(_, spec) if ctx.server.config.is_disabled(argv[0], spec.name) => {
+            Lookup::Error(table::unknown_command(argv))
+        }
+        other => other,
+    };
+    let lookup = match lookup {
+        Lookup::Found(_, spec) if !ctx.session.authenticated && !spec.no_auth() => {
+            Lookup::Error(CmdError::new("NOAUTH Authentication required."))
+        }
+        other => other,
+    };
+    let (index, spec) = match lookup {
         Lookup::Found(_, spec) if spec.is_write() && ctx.server.storage.log.is_failing() => {
             if let Some(tx) = ctx.session.multi.as_mut() {
                 tx.failed = true;

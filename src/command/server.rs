@@ -485,14 +485,16 @@ fn config_params(ctx: &Ctx<'_>) -> Vec<(&'static str, String)> {
         ("dbfilename", dbfilename),
         ("dir", dir),
         ("io-threads", c.thread_count().to_string()),
-        ("maxclients", "10000".into()),
+        ("maxclients", c.maxclients.to_string()),
         ("maxmemory", "0".into()),
         ("maxmemory-policy", "noeviction".into()),
         ("port", port),
         ("proto-max-bulk-len", (512u64 * 1024 * 1024).to_string()),
-        ("protected-mode", "no".into()),
+        ("protected-mode", c.protected_mode.clone()),
+        // Redis 7 reports the password itself to an authenticated client.
+        ("requirepass", c.requirepass.clone().unwrap_or_default()),
         ("save", String::new()),
-        ("timeout", "0".into()),
+        ("timeout", c.timeout.to_string()),
     ]
 }
 

@@ -40,6 +40,12 @@ impl CommandSpec {
         self.flags.contains(&"write")
     }
 
+    /// Commands a client may run before it authenticates (Redis's
+    /// `no-auth` flag, plus QUIT and RESET).
+    pub fn no_auth(&self) -> bool {
+        matches!(self.name, "auth" | "hello" | "quit" | "reset")
+    }
+
     /// MULTI/EXEC/DISCARD and connection-level commands run at once inside
     /// MULTI instead of being queued.
     pub fn runs_inside_multi(&self) -> bool {

@@ -8,11 +8,12 @@
 use crate::command::{self, Ctx, Session};
 use crate::keyspace::{BitString, ColdValue};
 use crate::resp::{self, Limits, Parsed, ReplyBuf};
-use crate::server::Server;
+use crate::server::{ClientShared, Server};
 use crate::storage::btree::Payload;
 use crate::storage::page::PAGE_SIZE;
 use crate::storage::pagefile::decode_payload;
 use std::cell::RefCell;
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::atomic::Ordering::Relaxed;
@@ -37,11 +38,43 @@ enum Next {
     Close,
     /// The next request needs these payloads read from disk first.
     Load(Vec<ColdValue>),
+    /// The replies outgrew `--client-output-buffer-limit`: close without
+    /// writing them.
+    Overflow,
 }
+
+/// A connection's socket and shared record, for the idle-client timer.
+type Registered = (Rc<TcpStream>, Arc<ClientShared>);
 
 thread_local! {
     /// This thread's handle on the database file, for payload reads.
     static DB_FILE: RefCell<Option<Rc<tokio_uring::fs::File>>> = const { RefCell::new(None) };
+    /// This thread's connections, for closing idle ones (`--timeout`). A
+    /// connection removes itself before its socket is dropped.
+    static CONNECTIONS: RefCell<HashMap<u64, Registered>> = RefCell::new(HashMap::new());
+}
+
+/// Closes this thread's clients idle for longer than `--timeout`, with
+/// `shutdown()`: their in-flight read (or stalled write) then ends by
+/// itself, never cancelled.
+pub async fn close_idle_clients(server: Arc<Server>) {
+    let timeout_ms = server.config.timeout.saturating_mul(1000);
+    loop {
+        tokio::time::sleep(std::time::Duration::from_millis(
+            timeout_ms.clamp(100, 1000),
+        ))
+        .await;
+        let now = crate::keyspace::now_ms();
+        CONNECTIONS.with(|c| {
+            for (stream, client) in c.borrow().values() {
+                let idle = now.saturating_sub(client.last_active_ms.load(Relaxed));
+                if idle > timeout_ms {
+                    tracing::debug!(client = client.id, idle_ms = idle, "closing an idle client");
+                    let _ = stream.shutdown(std::net::Shutdown::Both);
+                }
+            }
+        });
+    }
 }
 
 async fn db_file(server: &Server) -> std::io::Result<Rc<tokio_uring::fs::File>> {
@@ -85,10 +118,16 @@ async fn read_cold(server: &Server, cold: &ColdValue) -> Result<BitString, Strin
 
 pub async fn serve(server: Arc<Server>, stream: TcpStream, peer: SocketAddr, local: String) {
     let _ = stream.set_nodelay(true);
+    let stream = Rc::new(stream);
     let client = server.register_client(peer.to_string(), local);
     let id = client.id;
     tracing::debug!(client = id, %peer, "client connected");
+    if server.config.timeout > 0 {
+        CONNECTIONS.with(|c| c.borrow_mut().insert(id, (stream.clone(), client.clone())));
+    }
+    let query_limit = server.config.query_buffer_limit();
     let mut session = Session::new(client);
+    session.authenticated = server.config.requirepass.is_none();
     let mut out = ReplyBuf::new();
     let mut input: Vec<u8> = Vec::with_capacity(READ_BUFFER);
     let limits = Limits::default();
@@ -120,6 +159,18 @@ pub async fn serve(server: Arc<Server>, stream: TcpStream, peer: SocketAddr, loc
             if lsn > *written.borrow() && written.wait_for(|w| *w >= lsn).await.is_err() {
                 break String::from("the log writer stopped");
             }
+            if matches!(next, Next::Overflow) {
+                tracing::warn!(
+                    client = id,
+                    %peer,
+                    pending = out.len(),
+                    limit = server.config.output_buffer_limit(),
+                    "closing a client whose replies outgrew --client-output-buffer-limit"
+                );
+                out.clear();
+                let _ = stream.shutdown(std::net::Shutdown::Both);
+                break String::from("output buffer limit reached");
+            }
             if !out.is_empty() {
                 let bytes = std::mem::take(&mut out.buf);
                 server
@@ -146,6 +197,7 @@ pub async fn serve(server: Arc<Server>, stream: TcpStream, peer: SocketAddr, loc
                     continue;
                 }
                 Next::Read { need: n } => need = n,
+                Next::Overflow => unreachable!("handled before writing"),
                 Next::Load(cold) => {
                     for c in &cold {
                         match read_cold(&server, c).await {
@@ -161,6 +213,20 @@ pub async fn serve(server: Arc<Server>, stream: TcpStream, peer: SocketAddr, loc
                 }
             }
         }
+        if input.len() > query_limit {
+            tracing::warn!(
+                client = id,
+                %peer,
+                buffered = input.len(),
+                limit = query_limit,
+                "closing a client that reached --client-query-buffer-limit"
+            );
+            let _ = stream.shutdown(std::net::Shutdown::Both);
+            break String::from("query buffer limit reached");
+        }
+        // A request may claim more than the limit: buffer at most one byte
+        // past it, which is enough to decide.
+        let need = need.min(query_limit.saturating_add(1));
         if input.capacity() < need {
             input.reserve(need - input.len());
         } else if input.len() == input.capacity() {
@@ -175,11 +241,16 @@ pub async fn serve(server: Arc<Server>, stream: TcpStream, peer: SocketAddr, loc
             Ok(0) => break String::from("closed by the client"),
             Ok(n) => {
                 server.stats.net_input_bytes.fetch_add(n as u64, Relaxed);
+                session
+                    .client
+                    .last_active_ms
+                    .store(crate::keyspace::now_ms(), Relaxed);
             }
             Err(e) => break format!("read failed: {e}"),
         }
     };
     tracing::debug!(client = id, reason, "client disconnected");
+    CONNECTIONS.with(|c| c.borrow_mut().remove(&id));
     server.unregister_client(id);
 }
 
@@ -193,13 +264,26 @@ fn run_batch(
     limits: &Limits,
     mut skip_cold: bool,
 ) -> (usize, Next) {
+    let output_limit = server.config.output_buffer_limit();
+    let unauthenticated = Limits {
+        unauthenticated: true,
+        ..*limits
+    };
     let mut ctx = Ctx::new(server, session, out);
     let mut pos = 0;
     let mut requests = 0;
     loop {
+        if ctx.out.len() > output_limit {
+            return (pos, Next::Overflow);
+        }
         if requests == BATCH_REQUESTS || ctx.out.len() >= BATCH_REPLY_BYTES {
             return (pos, Next::Continue);
         }
+        let limits = if ctx.session.authenticated {
+            limits
+        } else {
+            &unauthenticated
+        };
         match resp::parse(&input[pos..], limits) {
             Ok(Parsed::Request { args, consumed }) => {
                 let argv: Vec<&[u8]> = args.iter().map(|a| a.as_ref()).collect();
@@ -212,6 +296,9 @@ fn run_batch(
                 pos += consumed;
                 requests += 1;
                 command::execute(&mut ctx, &argv);
+                if ctx.out.len() > output_limit {
+                    return (pos, Next::Overflow);
+                }
                 if ctx.session.close_after_reply || ctx.session.shutdown_requested {
                     return (
                         pos,

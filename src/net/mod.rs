@@ -5,10 +5,12 @@
 
 mod connection;
 
+use crate::config::Config;
 use crate::server::{lock, Server};
 use nix::sys::socket::{self, sockopt, AddressFamily, SockFlag, SockType, SockaddrStorage};
 use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
 use std::os::fd::{FromRawFd, IntoRawFd};
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
 /// Why the server could not start serving.
@@ -21,6 +23,8 @@ pub enum StartError {
     Thread(std::io::Error),
     /// The sockets passed by systemd (LISTEN_FDS) cannot be used.
     Activation(std::io::Error),
+    /// Protected mode: a non-loopback address without a password.
+    Protected(SocketAddr),
 }
 
 impl std::fmt::Display for StartError {
@@ -32,6 +36,13 @@ impl std::fmt::Display for StartError {
             }
             StartError::Bind(addr, e) => write!(f, "cannot listen on {addr}: {e}"),
             StartError::Thread(e) => write!(f, "cannot start a network thread: {e}"),
+            StartError::Protected(addr) => write!(
+                f,
+                "refusing to listen on {addr} without a password (protected mode): it is not a \
+                 loopback address, so anyone who can reach it could read and change every key; \
+                 set a password with --requirepass-file (or --requirepass), or, on a trusted \
+                 network, pass --protected-mode no"
+            ),
             StartError::Activation(e) => {
                 write!(
                     f,
@@ -71,6 +82,36 @@ pub fn probe_io_uring() -> Result<(), StartError> {
         _ => format!("io_uring is not available: {err}"),
     };
     Err(StartError::IoUring(msg))
+}
+
+/// Whether `addr` can only be reached from this host.
+fn is_loopback(addr: &SocketAddr) -> bool {
+    match addr.ip() {
+        std::net::IpAddr::V4(ip) => ip.is_loopback(),
+        std::net::IpAddr::V6(ip) => {
+            ip.is_loopback() || ip.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback())
+        }
+    }
+}
+
+/// Protected mode: refuses any non-loopback address while no password is set.
+fn check_addresses(config: &Config, addrs: &[SocketAddr]) -> Result<(), StartError> {
+    if !config.protected() {
+        return Ok(());
+    }
+    match addrs.iter().find(|a| !is_loopback(a)) {
+        Some(a) => Err(StartError::Protected(*a)),
+        None => Ok(()),
+    }
+}
+
+/// Checks `--addr` against protected mode before anything is opened (the
+/// sockets passed by systemd are checked once received).
+pub fn check_protected(config: &Config) -> Result<(), StartError> {
+    if !config.protected() || std::env::var_os("LISTEN_FDS").is_some() {
+        return Ok(());
+    }
+    check_addresses(config, &resolve(&config.addr)?)
 }
 
 /// Resolves `host:port` into the addresses to listen on.
@@ -155,6 +196,10 @@ pub fn serve(server: Arc<Server>) -> Result<(), StartError> {
         Ok(None) => bind_all(&resolve(&server.config.addr)?, threads)?,
         Err(e) => return Err(StartError::Activation(e)),
     };
+    if let Some(first) = listeners.first() {
+        let bound: Vec<SocketAddr> = first.iter().filter_map(|l| l.local_addr().ok()).collect();
+        check_addresses(&server.config, &bound)?;
+    }
     {
         let mut listening = lock(&server.listening);
         for l in &listeners[0] {
@@ -196,6 +241,9 @@ fn run_thread(server: Arc<Server>, listeners: Vec<TcpListener>) -> Result<(), St
             let listener = tokio_uring::net::TcpListener::from_std(listener);
             accepting.push(tokio_uring::spawn(accept_loop(server.clone(), listener)));
         }
+        if server.config.timeout > 0 {
+            tokio_uring::spawn(connection::close_idle_clients(server.clone()));
+        }
         for task in accepting {
             let _ = task.await;
         }
@@ -213,9 +261,25 @@ async fn accept_loop(server: Arc<Server>, listener: tokio_uring::net::TcpListene
         match listener.accept().await {
             Ok((stream, peer)) => {
                 let server = server.clone();
+                // Reserve a place among --maxclients, across all threads.
+                let before = server.connections.fetch_add(1, Relaxed);
+                if before >= server.config.maxclients {
+                    server.connections.fetch_sub(1, Relaxed);
+                    server.stats.rejected_connections.fetch_add(1, Relaxed);
+                    tracing::warn!(%peer, maxclients = server.config.maxclients, "refusing a client: max number of clients reached");
+                    tokio_uring::spawn(async move {
+                        let _ = stream.set_nodelay(true);
+                        let (_, _) = stream
+                            .write_all(b"-ERR max number of clients reached\r\n".to_vec())
+                            .await;
+                        let _ = stream.shutdown(std::net::Shutdown::Both);
+                    });
+                    continue;
+                }
                 let local = local.clone();
                 tokio_uring::spawn(async move {
-                    connection::serve(server, stream, peer, local).await;
+                    connection::serve(server.clone(), stream, peer, local).await;
+                    server.connections.fetch_sub(1, Relaxed);
                 });
             }
             Err(e) => {

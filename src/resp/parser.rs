@@ -45,10 +45,11 @@
 //!   (Redis decides this on whatever it has buffered, so a longer line whose
 //!   `\n` is already in the buffer is accepted; so it is here.)
 //!
-//! Not handled here: Redis's stricter limits before authentication
-//! ("unauthenticated multibulk length" for more than 10 arguments,
-//! "unauthenticated bulk length" above 16384 bytes) and the waiving of
-//! `proto-max-bulk-len` for a master link.
+//! * Before authentication (`Limits::unauthenticated`), Redis's stricter
+//!   limits: more than 10 arguments is "unauthenticated multibulk length",
+//!   a bulk above 16384 bytes "unauthenticated bulk length".
+//!
+//! Not handled here: the waiving of `proto-max-bulk-len` for a master link.
 
 use std::borrow::Cow;
 use std::fmt;
@@ -63,6 +64,9 @@ pub struct Limits {
     /// Longest inline line, or count/length line, still waiting for its
     /// terminator (Redis `PROTO_INLINE_MAX_SIZE`, 64 KiB).
     pub max_inline_len: usize,
+    /// The client has not authenticated yet (a password is required):
+    /// Redis's limits of 10 arguments and 16384-byte bulks apply.
+    pub unauthenticated: bool,
 }
 
 impl Default for Limits {
@@ -71,6 +75,7 @@ impl Default for Limits {
             max_bulk_len: 512 * 1024 * 1024,
             max_multibulk_len: i32::MAX as usize,
             max_inline_len: 64 * 1024,
+            unauthenticated: false,
         }
     }
 }
@@ -106,6 +111,10 @@ impl ProtocolError {
     pub const TOO_BIG_MBULK_COUNT: &'static [u8] = b"Protocol error: too big mbulk count string";
     pub const INVALID_BULK_LENGTH: &'static [u8] = b"Protocol error: invalid bulk length";
     pub const TOO_BIG_BULK_COUNT: &'static [u8] = b"Protocol error: too big bulk count string";
+    pub const UNAUTHENTICATED_MULTIBULK_LENGTH: &'static [u8] =
+        b"Protocol error: unauthenticated multibulk length";
+    pub const UNAUTHENTICATED_BULK_LENGTH: &'static [u8] =
+        b"Protocol error: unauthenticated bulk length";
 
     fn fixed(text: &'static [u8]) -> ProtocolError {
         ProtocolError(Cow::Borrowed(text))
@@ -387,6 +396,11 @@ fn parse_multibulk<'a>(buf: &'a [u8], limits: &Limits) -> Result<Parsed<'a>, Pro
     }
     let count = match string2ll(&buf[1..cr]) {
         Some(n) if n <= 0 => return Ok(Parsed::Skip { consumed: cr + 2 }),
+        Some(n) if n > 10 && limits.unauthenticated && n <= i32::MAX as i64 => {
+            return Err(ProtocolError::fixed(
+                ProtocolError::UNAUTHENTICATED_MULTIBULK_LENGTH,
+            ));
+        }
         Some(n) if (n as u64) <= limits.max_multibulk_len as u64 => n as u64,
         _ => {
             return Err(ProtocolError::fixed(
@@ -417,6 +431,11 @@ fn parse_multibulk<'a>(buf: &'a [u8], limits: &Limits) -> Result<Parsed<'a>, Pro
             Some(n) if n >= 0 && (n as u64) <= limits.max_bulk_len as u64 => n as usize,
             _ => return Err(ProtocolError::fixed(ProtocolError::INVALID_BULK_LENGTH)),
         };
+        if bulk_len > 16384 && limits.unauthenticated {
+            return Err(ProtocolError::fixed(
+                ProtocolError::UNAUTHENTICATED_BULK_LENGTH,
+            ));
+        }
         let data = cr + 2;
         // The bulk and the two bytes after it (not checked to be `\r\n`).
         let end = data.saturating_add(bulk_len).saturating_add(2);
@@ -860,6 +879,7 @@ mod tests {
             max_bulk_len: 3,
             max_multibulk_len: 2,
             max_inline_len: 4,
+            unauthenticated: false,
         };
         assert_eq!(
             owned(&parse(b"*1\r\n$3\r\nabc\r\n", &small)),
@@ -1040,7 +1060,7 @@ mod tests {
             input in prop::collection::vec(
                 prop::sample::select(b"*$\r\n0123-x\"'\\ \0".to_vec()), 0..30),
         ) {
-            let l = Limits { max_bulk_len: 64, max_multibulk_len: 8, max_inline_len: 64 };
+            let l = Limits { max_bulk_len: 64, max_multibulk_len: 8, max_inline_len: 64, unauthenticated: false };
             // Whatever a prefix decides, a longer buffer decides the same
             // (no "too big" case can arise within 30 bytes), and `need`
             // never jumps past the first length that decides.
