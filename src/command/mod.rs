@@ -353,19 +353,22 @@ pub fn run(ctx: &mut Ctx<'_>, index: usize, spec: &CommandSpec, argv: &[&[u8]]) 
 
 /// Keys whose decoded values `argv` needs (so a connection can read cold
 /// payloads with io_uring before running it).
-pub fn value_keys<'a>(argv: &[&'a [u8]]) -> Vec<&'a [u8]> {
+pub fn value_keys<'a, 'b>(argv: &'b [&'a [u8]]) -> &'b [&'a [u8]] {
     let Some(name) = argv.first() else {
-        return Vec::new();
+        return &[];
     };
-    let lower = name.to_ascii_lowercase();
-    match lower.as_slice() {
-        b"get" | b"getbit" | b"bitpos" | b"setbit" if argv.len() > 1 => vec![argv[1]],
-        b"bitcount" if argv.len() > 2 => vec![argv[1]],
-        b"mget" => argv[1..].to_vec(),
-        b"bitop" if argv.len() > 3 => argv[3..].to_vec(),
-        b"set" if argv.len() > 3 && argv[3..].iter().any(|a| a.eq_ignore_ascii_case(b"get")) => {
-            vec![argv[1]]
-        }
-        _ => Vec::new(),
+    let is = |n: &str| name.eq_ignore_ascii_case(n.as_bytes());
+    let n = argv.len();
+    let first_key = ((is("get") || is("getbit") || is("bitpos") || is("setbit")) && n > 1)
+        || (is("bitcount") && n > 2)
+        || (is("set") && n > 3 && argv[3..].iter().any(|a| a.eq_ignore_ascii_case(b"get")));
+    if first_key {
+        &argv[1..2]
+    } else if is("mget") {
+        &argv[1..]
+    } else if is("bitop") && n > 3 {
+        &argv[3..]
+    } else {
+        &[]
     }
 }

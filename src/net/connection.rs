@@ -328,28 +328,40 @@ fn run_batch(
 /// Payloads on disk that the request needs decoded (for EXEC: those of every
 /// queued command).
 fn cold_values(ctx: &mut Ctx<'_>, argv: &[&[u8]]) -> Vec<ColdValue> {
-    let mut keys: Vec<Vec<u8>> = Vec::new();
+    let db = ctx.session.db;
+    let now = crate::keyspace::now_ms();
     match &ctx.session.multi {
         Some(tx)
             if argv
                 .first()
                 .is_some_and(|n| n.eq_ignore_ascii_case(b"exec")) =>
         {
-            for (_, queued) in &tx.queued {
-                let q: Vec<&[u8]> = queued.iter().map(Vec::as_slice).collect();
-                keys.extend(command::value_keys(&q).into_iter().map(<[u8]>::to_vec));
-            }
+            let keys: Vec<Vec<u8>> = tx
+                .queued
+                .iter()
+                .flat_map(|(_, queued)| {
+                    let q: Vec<&[u8]> = queued.iter().map(Vec::as_slice).collect();
+                    command::value_keys(&q)
+                        .iter()
+                        .map(|k| k.to_vec())
+                        .collect::<Vec<_>>()
+                })
+                .collect();
+            let ks = ctx.keyspace();
+            keys.iter()
+                .filter_map(|k| ks.cold(db, k, now).ok().flatten())
+                .collect()
         }
-        Some(_) => return Vec::new(),
-        None => keys.extend(command::value_keys(argv).into_iter().map(<[u8]>::to_vec)),
+        Some(_) => Vec::new(),
+        None => {
+            let keys = command::value_keys(argv);
+            if keys.is_empty() {
+                return Vec::new();
+            }
+            let ks = ctx.keyspace();
+            keys.iter()
+                .filter_map(|k| ks.cold(db, k, now).ok().flatten())
+                .collect()
+        }
     }
-    if keys.is_empty() {
-        return Vec::new();
-    }
-    let db = ctx.session.db;
-    let now = crate::keyspace::now_ms();
-    let ks = ctx.keyspace();
-    keys.iter()
-        .filter_map(|k| ks.cold(db, k, now).ok().flatten())
-        .collect()
 }
