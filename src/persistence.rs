@@ -58,7 +58,7 @@ pub struct PersistStats {
 /// The server's handle on durability.
 pub struct Storage {
     pub log: Arc<Log>,
-    requests: Mutex<Sender<Request>>,
+    pub requests: Mutex<Sender<Request>>,
     pub stats: Mutex<PersistStats>,
     pub db_path: PathBuf,
 }
@@ -544,7 +544,7 @@ pub fn write_layer<F: MapFile>(
                 ControlFlow::Continue(())
             })?;
         }
-        for (key, slot) in &layer.slots {
+        for (key, slot) in layer.slots.iter() {
             let ckey = dir_key(db, key);
             let value = match slot {
                 Slot::Deleted => None,

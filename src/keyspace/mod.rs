@@ -17,12 +17,13 @@
 pub mod bitstring;
 pub mod cache;
 pub mod glob;
+pub mod slots;
 
 use crate::storage::btree::{self, dir_key, EntryMeta, Payload};
 use crate::storage::pagefile::Committed;
 use crate::storage::StorageError;
 use cache::Cache;
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::ops::{Bound, ControlFlow};
 use std::sync::Arc;
 
@@ -109,7 +110,7 @@ pub enum Slot {
 /// One database's changes in a layer.
 #[derive(Clone, Debug, Default)]
 pub struct LayerDb {
-    pub slots: BTreeMap<Vec<u8>, Slot>,
+    pub slots: slots::Slots,
     /// Everything below this layer is gone for this database (FLUSHDB).
     pub flushed: bool,
     /// Keys added minus removed relative to the layers below (or to zero
@@ -321,7 +322,7 @@ impl Keyspace {
         layer.delta += i64::from(is) - i64::from(was);
         match slot {
             Slot::Present(e) => {
-                layer.slots.insert(key.to_vec(), Slot::Present(e));
+                layer.slots.insert(key, Slot::Present(e));
             }
             Slot::Deleted => {
                 // A tombstone is needed only if a lower layer has the key.
@@ -333,7 +334,7 @@ impl Keyspace {
                 };
                 let layer = &mut self.top.dbs[db];
                 if below {
-                    layer.slots.insert(key.to_vec(), Slot::Deleted);
+                    layer.slots.insert(key, Slot::Deleted);
                 } else {
                     layer.slots.remove(key);
                 }
@@ -500,28 +501,54 @@ impl Keyspace {
                 Some((k, _)) if !exhausted => Bound::Included(k.as_slice()),
                 _ => Bound::Unbounded,
             };
-            let range = (as_ref_bound(&lower), upper);
-            let mut merged: BTreeMap<&[u8], Option<KeyMeta>> = BTreeMap::new();
-            for (k, m) in &committed {
-                merged.insert(k.as_slice(), Some(*m).filter(|m| !expired(m, now_ms)));
-            }
-            if use_frozen {
-                if let Some(f) = frozen {
-                    for (k, slot) in f.slots.range::<[u8], _>(range) {
-                        merged.insert(k.as_slice(), slot_meta(slot, now_ms));
+            {
+                let range = (as_ref_bound(&lower), upper);
+                // A lazy merge of the three sorted sources: the newest layer
+                // holding a key decides it. Nothing is collected, so a walk that
+                // stops early (SCAN, the expiry sweep) costs what it visits.
+                let mut from_top = top
+                    .slots
+                    .range(range)
+                    .map(|(k, slot)| (k, slot_meta(slot, now_ms)))
+                    .peekable();
+                let mut from_frozen = frozen
+                    .filter(|_| use_frozen)
+                    .into_iter()
+                    .flat_map(|f| f.slots.range(range))
+                    .map(|(k, slot)| (k, slot_meta(slot, now_ms)))
+                    .peekable();
+                let mut from_committed = committed
+                    .iter()
+                    .map(|(k, m)| (k.as_slice(), Some(*m).filter(|m| !expired(m, now_ms))))
+                    .peekable();
+                loop {
+                    let heads = [
+                        from_top.peek().map(|e| e.0),
+                        from_frozen.peek().map(|e| e.0),
+                        from_committed.peek().map(|e| e.0),
+                    ];
+                    let Some(key) = heads.iter().flatten().min().copied() else {
+                        break;
+                    };
+                    let mut decided: Option<Option<KeyMeta>> = None;
+                    if heads[0] == Some(key) {
+                        decided = from_top.next().map(|e| e.1);
                     }
-                }
-            }
-            for (k, slot) in top.slots.range::<[u8], _>(range) {
-                merged.insert(k.as_slice(), slot_meta(slot, now_ms));
-            }
-            for (k, meta) in &merged {
-                if !k.starts_with(prefix) {
-                    return Ok(());
-                }
-                if let Some(meta) = meta {
-                    if visit(k, meta).is_break() {
+                    if heads[1] == Some(key) {
+                        let m = from_frozen.next().map(|e| e.1);
+                        decided = decided.or(m);
+                    }
+                    if heads[2] == Some(key) {
+                        let m = from_committed.next().map(|e| e.1);
+                        decided = decided.or(m);
+                    }
+                    if !key.starts_with(prefix) {
                         return Ok(());
+                    }
+                    if let Some(Some(meta)) = decided {
+                        if visit(key, &meta).is_break() {
+                            return Ok(());
+                        }
                     }
                 }
             }
