@@ -7,6 +7,7 @@ pub mod config;
 pub mod import;
 pub mod keyspace;
 pub mod logging;
+pub mod memory;
 pub mod net;
 pub mod notify;
 pub mod persistence;

@@ -3,7 +3,7 @@
 
 use bitmapist_server::config::{self, Parsed, VERSION};
 use bitmapist_server::server::Server;
-use bitmapist_server::{keyspace, logging, net, persistence, signals};
+use bitmapist_server::{keyspace, logging, memory, net, persistence, signals};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
@@ -99,8 +99,8 @@ fn run(mut config: config::Config) -> ExitCode {
         eprintln!("bitmapist-server: cannot start the signal thread: {e}");
         return ExitCode::FAILURE;
     }
-    if let Err(e) = spawn_expiry_sweeper(server.clone()) {
-        eprintln!("bitmapist-server: cannot start the expiry thread: {e}");
+    if let Err(e) = spawn_housekeeping(server.clone()) {
+        eprintln!("bitmapist-server: cannot start the housekeeping thread: {e}");
         return ExitCode::FAILURE;
     }
     match net::serve(server) {
@@ -112,14 +112,25 @@ fn run(mut config: config::Config) -> ExitCode {
     }
 }
 
-/// Active expiry: ten times a second, examine a bounded number of volatile
-/// keys per database and delete the expired ones.
-fn spawn_expiry_sweeper(server: Arc<Server>) -> std::io::Result<()> {
+/// Housekeeping: ten times a second, active expiry (examine a bounded number
+/// of keys and delete the expired ones) and give memory the value cache
+/// released back to the system when enough was released.
+fn spawn_housekeeping(server: Arc<Server>) -> std::io::Result<()> {
     std::thread::Builder::new()
-        .name("expiry".into())
-        .spawn(move || loop {
-            std::thread::sleep(Duration::from_millis(100));
-            server.keyspace().sweep_expired(keyspace::now_ms(), 200);
+        .name("housekeeping".into())
+        .spawn(move || {
+            let mut trimmer = memory::Trimmer::default();
+            loop {
+                std::thread::sleep(Duration::from_millis(100));
+                let released = {
+                    let mut ks = server.keyspace();
+                    ks.sweep_expired(keyspace::now_ms(), 200);
+                    ks.cache().released_bytes
+                };
+                if trimmer.due(released) {
+                    memory::trim();
+                }
+            }
         })?;
     Ok(())
 }

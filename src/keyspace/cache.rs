@@ -20,6 +20,9 @@ pub struct Cache {
     pub hits: u64,
     pub misses: u64,
     pub evictions: u64,
+    /// Bytes of values dropped so far (evicted, removed or cleared): what
+    /// the allocator may hand back to the system.
+    pub released_bytes: u64,
 }
 
 /// A committed payload's identity: its location (see
@@ -40,6 +43,7 @@ impl Cache {
             hits: 0,
             misses: 0,
             evictions: 0,
+            released_bytes: 0,
         }
     }
 
@@ -83,12 +87,14 @@ impl Cache {
         let added = cost(&value);
         if let Some(old) = self.lru.put(key, value) {
             self.bytes -= cost(&old);
+            self.released_bytes += cost(&old) as u64;
         }
         self.bytes += added;
         while self.bytes > self.budget && self.lru.len() > 1 {
             match self.lru.pop_lru() {
                 Some((_, v)) => {
                     self.bytes -= cost(&v);
+                    self.released_bytes += cost(&v) as u64;
                     self.evictions += 1;
                 }
                 None => break,
@@ -99,6 +105,7 @@ impl Cache {
     pub fn remove(&mut self, key: PayloadId) -> Option<Arc<BitString>> {
         let v = self.lru.pop(&key)?;
         self.bytes -= cost(&v);
+        self.released_bytes += cost(&v) as u64;
         Some(v)
     }
 
@@ -121,6 +128,7 @@ impl Cache {
 
     pub fn clear(&mut self) {
         self.lru.clear();
+        self.released_bytes += self.bytes as u64;
         self.bytes = 0;
     }
 }

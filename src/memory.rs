@@ -1,0 +1,71 @@
+//! Giving freed heap memory back to the system. glibc keeps memory freed
+//! inside its per-thread arenas: after the value cache evicts bitmaps decoded
+//! on one network thread while another thread decodes new ones, each arena
+//! can hold a cache's worth of free pages, and RSS doubles although the
+//! cache stays within `--cache-size`. `malloc_trim` hands the free pages of
+//! every arena back (MADV_DONTNEED); it runs from the housekeeping thread,
+//! outside the keyspace lock, once enough memory was released to be worth it.
+
+use std::time::{Duration, Instant};
+
+/// Trim at once when at least this much was released since the last trim.
+const RELEASED_BYTES_TRIGGER: u64 = 8 << 20;
+/// Otherwise trim anything released after this long.
+const IDLE_TRIM_AFTER: Duration = Duration::from_secs(10);
+
+/// Decides when to trim, from a running total of bytes released.
+pub struct Trimmer {
+    released_at_last_trim: u64,
+    last_trim: Instant,
+}
+
+impl Default for Trimmer {
+    fn default() -> Self {
+        Trimmer {
+            released_at_last_trim: 0,
+            last_trim: Instant::now(),
+        }
+    }
+}
+
+impl Trimmer {
+    /// Whether to trim now, given the total bytes released so far.
+    pub fn due(&mut self, released_total: u64) -> bool {
+        let released = released_total.saturating_sub(self.released_at_last_trim);
+        let due = released >= RELEASED_BYTES_TRIGGER
+            || (released > 0 && self.last_trim.elapsed() >= IDLE_TRIM_AFTER);
+        if due {
+            self.released_at_last_trim = released_total;
+            self.last_trim = Instant::now();
+        }
+        due
+    }
+}
+
+/// Returns the free pages of every malloc arena to the system.
+pub fn trim() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: malloc_trim only walks the allocator's own free lists; it is
+    // thread-safe (it takes each arena's lock).
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trims_after_enough_release_and_not_again_without_more() {
+        let mut t = Trimmer::default();
+        assert!(!t.due(0));
+        assert!(!t.due(RELEASED_BYTES_TRIGGER - 1));
+        assert!(t.due(RELEASED_BYTES_TRIGGER));
+        assert!(!t.due(RELEASED_BYTES_TRIGGER));
+        t.last_trim -= IDLE_TRIM_AFTER;
+        assert!(!t.due(RELEASED_BYTES_TRIGGER), "nothing new released");
+        assert!(t.due(RELEASED_BYTES_TRIGGER + 1), "a little, but long ago");
+        trim();
+    }
+}
