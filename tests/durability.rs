@@ -563,3 +563,92 @@ fn the_log_is_rotated_even_when_commands_change_nothing() {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// A database written by format version 1 (node pages without slot arrays,
+/// version 1 in the meta pages) opens, answers from the old pages, and its
+/// next checkpoint writes version 2.
+#[test]
+fn a_version_1_database_is_read_and_upgraded() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("v1.db");
+    let keys: Vec<String> = (0..3000).map(|i| format!("user:{i:05}")).collect();
+    {
+        let mut server = ServerProcess::bitmapist_at(&db, &[]);
+        let mut client = server.connect();
+        let mut batch = Vec::new();
+        for (i, k) in keys.iter().enumerate() {
+            batch.extend(encode(&["SETBIT", k.as_str(), &i.to_string(), "1"]));
+        }
+        client.send(&batch);
+        for _ in &keys {
+            client.read_reply();
+        }
+        assert_eq!(client.call(&["SAVE"]), b"+OK\r\n");
+        assert_eq!(server.terminate(Duration::from_secs(30)), Some(0));
+    }
+    // Rewrite it the way version 1 wrote it.
+    let le16 = |b: &[u8]| u16::from_le_bytes([b[0], b[1]]) as usize;
+    let le32 = |b: &[u8]| u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+    let mut bytes = std::fs::read(&db).expect("read");
+    let mut stripped = 0;
+    for page in bytes.chunks_mut(4096).skip(2) {
+        let node = page.len() == 4096
+            && crc32c(&page[4..]) == le32(&page[0..4])
+            && (page[4] == 1 || page[4] == 2);
+        if !node || page[5] != 1 {
+            continue;
+        }
+        let count = le16(&page[6..8]);
+        page[4096 - 2 * count..].fill(0);
+        page[5] = 0;
+        let sum = crc32c(&page[4..]);
+        page[0..4].copy_from_slice(&sum.to_le_bytes());
+        stripped += 1;
+    }
+    assert!(stripped > 5, "only {stripped} node pages found");
+    let meta_version = |bytes: &[u8]| -> u32 {
+        (0..2)
+            .map(|m| &bytes[m * 4096..m * 4096 + 4096])
+            .filter(|p| &p[0..8] == b"BMPDB\0\0\x01" && crc32c(&p[..192]) == le32(&p[192..196]))
+            .map(|p| le32(&p[8..12]))
+            .max()
+            .unwrap_or(0)
+    };
+    for m in 0..2 {
+        let p = &mut bytes[m * 4096..m * 4096 + 4096];
+        if crc32c(&p[..192]) != le32(&p[192..196]) {
+            continue;
+        }
+        p[8..12].copy_from_slice(&1u32.to_le_bytes());
+        let sum = crc32c(&p[..192]);
+        p[192..196].copy_from_slice(&sum.to_le_bytes());
+    }
+    assert_eq!(meta_version(&bytes), 1);
+    std::fs::write(&db, &bytes).expect("write");
+
+    let check = |client: &mut RawClient| {
+        assert_bits_set(
+            client,
+            keys.iter().enumerate().map(|(i, k)| (k.as_str(), i as u64)),
+            "keys of the version-1 file",
+        );
+        assert_eq!(client.call(&["DBSIZE"]), b":3000\r\n");
+        assert_eq!(client.call(&["GETBIT", "user:00007", "8"]), b":0\r\n");
+        let listed = parse_reply(&client.call(&["KEYS", "user:012*"]));
+        assert_eq!(listed.as_array().len(), 100);
+    };
+    {
+        let mut server = ServerProcess::bitmapist_at(&db, &[]);
+        let mut client = server.connect();
+        check(&mut client);
+        assert_eq!(client.call(&["SETBIT", "user:00001", "9", "1"]), b":0\r\n");
+        assert_eq!(client.call(&["SAVE"]), b"+OK\r\n");
+        assert_eq!(server.terminate(Duration::from_secs(30)), Some(0));
+    }
+    let bytes = std::fs::read(&db).expect("read");
+    assert_eq!(meta_version(&bytes), 2, "the checkpoint writes version 2");
+    let server = ServerProcess::bitmapist_at(&db, &[]);
+    let mut client = server.connect();
+    check(&mut client);
+    assert_eq!(client.call(&["GETBIT", "user:00001", "9"]), b":1\r\n");
+}

@@ -10,8 +10,8 @@
 //! Page layouts are documented in `docs/FORMAT.md`.
 
 use super::page::{
-    checksum, get_u16, get_u32, get_u64, open_node_with, seal_node, NODE_HEADER, PAGE_BRANCH,
-    PAGE_LEAF, PAGE_SIZE,
+    checksum, get_u16, get_u32, get_u64, open_node_with, seal_node_with, NODE_HEADER, NODE_SLOTTED,
+    PAGE_BRANCH, PAGE_LEAF, PAGE_SIZE,
 };
 use super::StorageError;
 use std::ops::ControlFlow;
@@ -241,6 +241,64 @@ fn route(children: &[(&[u8], u64)], key: &[u8]) -> usize {
     children[1..].partition_point(|(low, _)| *low <= key)
 }
 
+/// The slot array of a page flagged `NODE_SLOTTED`: `count` u16 offsets at
+/// the end of the page, each pointing at an entry (leaf) or a separator
+/// (branch) that starts with a u16 key length and the key.
+struct Slots<'a> {
+    page: &'a [u8],
+    count: usize,
+    id: u64,
+}
+
+impl<'a> Slots<'a> {
+    fn new(page: &'a [u8], count: usize, id: u64) -> Result<Self, StorageError> {
+        if NODE_HEADER + 2 * count > PAGE_SIZE {
+            return Err(StorageError::corrupt(format!(
+                "page {id}: slot array larger than the page"
+            )));
+        }
+        Ok(Slots { page, count, id })
+    }
+
+    /// A cursor at entry `i` (`i < count`).
+    fn cursor(&self, i: usize) -> Result<Cursor<'a>, StorageError> {
+        let slots_at = PAGE_SIZE - 2 * self.count;
+        let at = get_u16(self.page, slots_at + 2 * i) as usize;
+        if at < NODE_HEADER || at >= slots_at {
+            return Err(StorageError::corrupt(format!(
+                "page {}: slot {i} points outside the entries",
+                self.id
+            )));
+        }
+        Ok(Cursor {
+            page: &self.page[..slots_at],
+            at,
+            id: self.id,
+        })
+    }
+
+    /// The key of entry `i`.
+    fn key(&self, i: usize) -> Result<&'a [u8], StorageError> {
+        let mut c = self.cursor(i)?;
+        let klen = c.u16()? as usize;
+        c.take(klen)
+    }
+
+    /// How many entries have keys `<= key` (they are in key order).
+    fn count_le(&self, key: &[u8]) -> Result<usize, StorageError> {
+        let (mut lo, mut hi) = (0, self.count);
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            if self.key(mid)? <= key {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        Ok(lo)
+    }
+}
+
 /// Looks `ckey` (a `dir_key`) up in the tree rooted at `root` (0 = empty).
 pub fn lookup<S: PageSource + ?Sized>(
     src: &S,
@@ -260,6 +318,27 @@ pub fn lookup<S: PageSource + ?Sized>(
             &[PAGE_LEAF, PAGE_BRANCH],
             !src.verifies_checksums(),
         )?;
+        if page[5] & NODE_SLOTTED != 0 {
+            // Binary search through the slot array.
+            let slots = Slots::new(page, count as usize, id)?;
+            let le = slots.count_le(ckey)?;
+            if kind == PAGE_BRANCH {
+                id = if le == 0 {
+                    get_u64(page, NODE_HEADER)
+                } else {
+                    let mut c = slots.cursor(le - 1)?;
+                    let klen = c.u16()? as usize;
+                    c.take(klen)?;
+                    c.u64()?
+                };
+                continue;
+            }
+            if le == 0 || slots.key(le - 1)? != ckey {
+                return Ok(None);
+            }
+            return Ok(Some(slots.cursor(le - 1)?.leaf_entry()?.1));
+        }
+        // A version-1 page: parse the entries in order.
         let mut c = Cursor {
             page,
             at: NODE_HEADER,
@@ -310,6 +389,7 @@ pub fn visit_from<S: PageSource + ?Sized>(
         id: u64,
         start: &[u8],
         depth: usize,
+        seen: &mut Seen,
         visit: &mut dyn FnMut(&[u8], &EntryMeta) -> ControlFlow<()>,
     ) -> Result<ControlFlow<()>, StorageError> {
         if depth > MAX_DEPTH {
@@ -317,6 +397,7 @@ pub fn visit_from<S: PageSource + ?Sized>(
                 "directory deeper than possible (a page cycle)",
             ));
         }
+        seen.visit(id)?;
         match decode(src.page(id)?, id, !src.verifies_checksums())? {
             Node::Leaf(entries) => {
                 let from = entries.partition_point(|(k, _)| *k < start);
@@ -329,7 +410,7 @@ pub fn visit_from<S: PageSource + ?Sized>(
             Node::Branch(children) => {
                 let first = route(&children, start);
                 for (_, child) in &children[first..] {
-                    if walk(src, *child, start, depth + 1, visit)?.is_break() {
+                    if walk(src, *child, start, depth + 1, seen, visit)?.is_break() {
                         return Ok(ControlFlow::Break(()));
                     }
                 }
@@ -340,7 +421,25 @@ pub fn visit_from<S: PageSource + ?Sized>(
     if root == 0 {
         return Ok(ControlFlow::Continue(()));
     }
-    walk(src, root, start, 0, visit)
+    walk(src, root, start, 0, &mut Seen::default(), visit)
+}
+
+/// The pages a walk has entered. In a tree every page has one parent; a
+/// damaged file whose branches share children would otherwise be walked
+/// once per path (exponentially many times).
+#[derive(Default)]
+struct Seen(std::collections::HashSet<u64>);
+
+impl Seen {
+    fn visit(&mut self, id: u64) -> Result<(), StorageError> {
+        if self.0.insert(id) {
+            Ok(())
+        } else {
+            Err(StorageError::corrupt(format!(
+                "page {id} is reachable twice in the directory"
+            )))
+        }
+    }
 }
 
 /// Every page of the tree (for backups and consistency checks).
@@ -353,6 +452,7 @@ pub fn pages_of<S: PageSource + ?Sized>(
         src: &S,
         id: u64,
         depth: usize,
+        seen: &mut Seen,
         out: &mut Vec<u64>,
     ) -> Result<(), StorageError> {
         if depth > MAX_DEPTH {
@@ -360,16 +460,17 @@ pub fn pages_of<S: PageSource + ?Sized>(
                 "directory deeper than possible (a page cycle)",
             ));
         }
+        seen.visit(id)?;
         out.push(id);
         if let Node::Branch(children) = decode(src.page(id)?, id, !src.verifies_checksums())? {
             for (_, child) in children {
-                walk(src, child, depth + 1, out)?;
+                walk(src, child, depth + 1, seen, out)?;
             }
         }
         Ok(())
     }
     if root != 0 {
-        walk(src, root, 0, out)?;
+        walk(src, root, 0, &mut Seen::default(), out)?;
     }
     Ok(())
 }
@@ -548,7 +649,8 @@ impl<'a, S: PageSource + ?Sized, A: PageAlloc> TreeWriter<'a, S, A> {
             let mut used = 0;
             let mut end = start;
             while end < entries.len() {
-                let size = entries[end].1.encoded_len(entries[end].0);
+                // The entry and its slot.
+                let size = entries[end].1.encoded_len(entries[end].0) + 2;
                 if end > start && used + size > BODY {
                     break;
                 }
@@ -557,11 +659,19 @@ impl<'a, S: PageSource + ?Sized, A: PageAlloc> TreeWriter<'a, S, A> {
             }
             let mut page = Vec::with_capacity(PAGE_SIZE);
             page.resize(NODE_HEADER, 0);
+            let mut slots = Vec::with_capacity(2 * (end - start));
             for (k, m) in &entries[start..end] {
+                slots.extend_from_slice(&(page.len() as u16).to_le_bytes());
                 m.encode(k, &mut page);
             }
-            page.resize(PAGE_SIZE, 0);
-            seal_node(&mut page, PAGE_LEAF, (end - start) as u16, self.txid);
+            finish_slotted(&mut page, &slots);
+            seal_node_with(
+                &mut page,
+                PAGE_LEAF,
+                NODE_SLOTTED,
+                (end - start) as u16,
+                self.txid,
+            );
             let id = self.alloc.alloc(1);
             self.written.push((id, page));
             out.push((entries[start].0.to_vec(), id));
@@ -579,7 +689,8 @@ impl<'a, S: PageSource + ?Sized, A: PageAlloc> TreeWriter<'a, S, A> {
             let mut used = 8;
             let mut end = start + 1;
             while end < children.len() {
-                let size = 2 + children[end].0.len() + 8;
+                // The separator, its child and its slot.
+                let size = 2 + children[end].0.len() + 8 + 2;
                 if used + size > BODY {
                     break;
                 }
@@ -589,13 +700,21 @@ impl<'a, S: PageSource + ?Sized, A: PageAlloc> TreeWriter<'a, S, A> {
             let mut page = Vec::with_capacity(PAGE_SIZE);
             page.resize(NODE_HEADER, 0);
             page.extend_from_slice(&children[start].1.to_le_bytes());
+            let mut slots = Vec::with_capacity(2 * (end - start - 1));
             for (low, id) in &children[start + 1..end] {
+                slots.extend_from_slice(&(page.len() as u16).to_le_bytes());
                 page.extend_from_slice(&(low.len() as u16).to_le_bytes());
                 page.extend_from_slice(low);
                 page.extend_from_slice(&id.to_le_bytes());
             }
-            page.resize(PAGE_SIZE, 0);
-            seal_node(&mut page, PAGE_BRANCH, (end - start - 1) as u16, self.txid);
+            finish_slotted(&mut page, &slots);
+            seal_node_with(
+                &mut page,
+                PAGE_BRANCH,
+                NODE_SLOTTED,
+                (end - start - 1) as u16,
+                self.txid,
+            );
             let id = self.alloc.alloc(1);
             self.written.push((id, page));
             out.push((children[start].0.to_vec(), id));
@@ -603,6 +722,12 @@ impl<'a, S: PageSource + ?Sized, A: PageAlloc> TreeWriter<'a, S, A> {
         }
         out
     }
+}
+
+/// Pads a node body to the page size with the slot array at the very end.
+fn finish_slotted(page: &mut Vec<u8>, slots: &[u8]) {
+    page.resize(PAGE_SIZE - slots.len(), 0);
+    page.extend_from_slice(slots);
 }
 
 #[cfg(test)]
@@ -733,6 +858,72 @@ pub(crate) mod tests {
             assert_eq!(lookup(&src, root, k).ok().flatten().as_ref(), Some(v));
         }
         assert_eq!(lookup(&src, root, b"\x05nope").ok().flatten(), None);
+    }
+
+    /// Rewrites every page as format version 1 wrote it: no flag, no slot
+    /// array (entries unchanged, zeros after them).
+    fn strip_slots(src: &mut MemPages) {
+        for page in src.pages.values_mut() {
+            if page[5] & NODE_SLOTTED == 0 {
+                continue;
+            }
+            let count = get_u16(page, 6) as usize;
+            let start = PAGE_SIZE - 2 * count;
+            page[start..].fill(0);
+            let (kind, txid) = (page[4], get_u64(page, 8));
+            crate::storage::page::seal_node(page, kind, count as u16, txid);
+        }
+    }
+
+    #[test]
+    fn slotted_and_version_1_pages_answer_the_same_lookups() {
+        let mut src = MemPages::new();
+        let changes: Vec<Change> = (0..5000u64)
+            .map(|i| {
+                (
+                    dir_key(1, format!("user:{:06}", i * 2).as_bytes()),
+                    Some(meta(i)),
+                )
+            })
+            .collect();
+        let root = src.apply(0, &changes);
+        assert!(src.pages.values().all(|p| p[5] & NODE_SLOTTED != 0));
+        let check = |src: &MemPages| {
+            for (i, (k, v)) in changes.iter().enumerate() {
+                assert_eq!(lookup(src, root, k).ok().flatten().as_ref(), v.as_ref());
+                // Between two keys, before the first, after the last.
+                let missing = dir_key(1, format!("user:{:06}", i * 2 + 1).as_bytes());
+                assert_eq!(lookup(src, root, &missing).ok().flatten(), None);
+            }
+            assert_eq!(lookup(src, root, b"\x01").ok().flatten(), None);
+            assert_eq!(lookup(src, root, b"\x00zzz").ok().flatten(), None);
+            assert_eq!(lookup(src, root, b"\x02").ok().flatten(), None);
+            assert_eq!(all(src, root).len(), changes.len());
+        };
+        check(&src);
+        strip_slots(&mut src);
+        check(&src);
+    }
+
+    #[test]
+    fn a_slot_pointing_outside_the_entries_is_an_error_not_a_panic() {
+        let mut src = MemPages::new();
+        let changes: Vec<Change> = (0..20u64)
+            .map(|i| (dir_key(0, format!("k{i:03}").as_bytes()), Some(meta(i))))
+            .collect();
+        let root = src.apply(0, &changes);
+        for bad in [0u16, 3, (PAGE_SIZE - 1) as u16, u16::MAX] {
+            {
+                let page = src.pages.get_mut(&root).expect("root page");
+                let count = get_u16(page, 6) as usize;
+                let first_slot = PAGE_SIZE - 2 * count;
+                page[first_slot..first_slot + 2].copy_from_slice(&bad.to_le_bytes());
+                let (kind, txid) = (page[4], get_u64(page, 8));
+                seal_node_with(page, kind, NODE_SLOTTED, count as u16, txid);
+            }
+            let err = lookup(&src, root, &changes[0].0).expect_err("a bad slot");
+            assert!(err.to_string().contains("slot 0"), "{err}");
+        }
     }
 
     #[test]

@@ -7,7 +7,7 @@ use super::StorageError;
 /// Every page is this many bytes; page `n` starts at byte `n * PAGE_SIZE`.
 pub const PAGE_SIZE: usize = 4096;
 /// Format version written into meta pages; a newer one is refused.
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
 /// The first eight bytes of both meta pages.
 pub const MAGIC: &[u8; 8] = b"BMPDB\0\0\x01";
 /// Page ids of the two meta pages.
@@ -43,10 +43,21 @@ pub fn get_u64(b: &[u8], at: usize) -> u64 {
     u64::from_le_bytes(x)
 }
 
+/// Node header flag (byte 5): the page ends with a slot array, one u16
+/// offset per entry (per separator in a branch), in key order, so lookups
+/// binary-search instead of parsing entries one after another. Pages
+/// written by format version 1 have no flags.
+pub const NODE_SLOTTED: u8 = 1;
+
 /// Writes the header of a node page and its checksum (call after the body).
 pub fn seal_node(page: &mut [u8], kind: u8, count: u16, txid: u64) {
+    seal_node_with(page, kind, 0, count, txid)
+}
+
+/// `seal_node` with header flags (`NODE_SLOTTED`).
+pub fn seal_node_with(page: &mut [u8], kind: u8, flags: u8, count: u16, txid: u64) {
     page[4] = kind;
-    page[5] = 0;
+    page[5] = flags;
     page[6..8].copy_from_slice(&count.to_le_bytes());
     page[8..16].copy_from_slice(&txid.to_le_bytes());
     let sum = checksum(&page[4..]);
@@ -215,7 +226,15 @@ mod tests {
         p[8..12].copy_from_slice(&(FORMAT_VERSION + 1).to_le_bytes());
         let sum = checksum(&p[..META_CHECKSUM_AT]);
         p[META_CHECKSUM_AT..META_CHECKSUM_AT + 4].copy_from_slice(&sum.to_le_bytes());
-        assert!(matches!(Meta::decode(&p), Err(StorageError::TooNew(2))));
+        assert!(
+            matches!(Meta::decode(&p), Err(StorageError::TooNew(v)) if v == FORMAT_VERSION + 1)
+        );
+        // A version-1 file (pages without slot arrays) is still read.
+        let mut old = Meta::default().encode();
+        old[8..12].copy_from_slice(&1u32.to_le_bytes());
+        let sum = checksum(&old[..META_CHECKSUM_AT]);
+        old[META_CHECKSUM_AT..META_CHECKSUM_AT + 4].copy_from_slice(&sum.to_le_bytes());
+        assert!(matches!(Meta::decode(&old), Ok(Some(_))));
     }
 
     #[test]
