@@ -12,6 +12,10 @@
 #   e2e                   cargo build --release --locked, then pytest on
 #                         tests/e2e with the real Python bitmapist library,
 #                         once per redis-py major in E2E_REDIS_PY_MAJORS
+#   fuzz                  tests/fuzz.sh: builds the cargo-fuzz targets in fuzz/
+#                         and runs each for a short time (FUZZ_SECONDS)
+#   bench_smoke           benches/smoke.sh: builds the benchmark tooling and runs
+#                         the comparison driver on a tiny dataset
 #   packaging             tests/packaging/run.sh when it exists (skipped until then)
 #
 # It installs what is missing: redis-server + redis-tools (apt, only when
@@ -34,7 +38,7 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
 
-ALL_STAGES=(unit_and_integration e2e packaging)
+ALL_STAGES=(unit_and_integration e2e fuzz bench_smoke packaging)
 SKIPPED=77 # a stage returns this when it has nothing to run
 
 PYTHON=${PYTHON:-python3}
@@ -167,6 +171,15 @@ stage_e2e() {
     done
     [ "$ran" -gt 0 ] || { say "E2E_REDIS_PY_MAJORS is empty" >&2; return 1; }
     return "$failed"
+}
+
+stage_fuzz() {
+    tests/fuzz.sh
+}
+
+stage_bench_smoke() {
+    ensure_redis
+    benches/smoke.sh
 }
 
 stage_packaging() {

@@ -161,6 +161,7 @@ pub fn decode_payload(bytes: &[u8], meta: &EntryMeta) -> Result<BitString, Stora
         StorageError::corrupt(format!("payload is not a valid Roaring bitmap: {e}"))
     })?;
     if bits.len() != meta.cardinality
+        || meta.byte_len > crate::keyspace::bitstring::MAX_LEN
         || bits
             .max()
             .is_some_and(|m| u64::from(m) >= meta.byte_len.saturating_mul(8))
@@ -306,7 +307,11 @@ impl<F: MapFile> PageFile<F> {
         }
         let meta = choose_meta(&head[..PAGE_SIZE], &head[PAGE_SIZE..])?;
         let map = io.map()?;
-        if (map.bytes().len() as u64) < meta.page_count * PAGE_SIZE as u64 {
+        if meta
+            .page_count
+            .checked_mul(PAGE_SIZE as u64)
+            .is_none_or(|n| (map.bytes().len() as u64) < n)
+        {
             return Err(StorageError::corrupt(format!(
                 "the file is shorter ({} bytes) than its committed state ({} pages)",
                 map.bytes().len(),

@@ -1,0 +1,8 @@
+//! The KEYS/SCAN glob matcher (src/keyspace/glob.rs).
+//! The check is in ../checks.rs, shared with tests/fuzz_regressions.rs.
+#![no_main]
+
+#[path = "../checks.rs"]
+mod checks;
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| checks::glob(data));

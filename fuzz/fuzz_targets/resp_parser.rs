@@ -1,0 +1,8 @@
+//! The RESP request parser (src/resp/parser.rs), whole-buffer and chunked.
+//! The check is in ../checks.rs, shared with tests/fuzz_regressions.rs.
+#![no_main]
+
+#[path = "../checks.rs"]
+mod checks;
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| checks::resp_parser(data));
