@@ -218,13 +218,15 @@ fn write_section(ctx: &mut Ctx<'_>, section: &str, t: &mut String) {
             );
             let (hits, misses, evictions, sync_loads) =
                 (ks.cache().hits, ks.cache().misses, ks.cache().evictions, ks.sync_loads);
+            let memo_keys = ks.directory_memo_keys();
             write!(
                 t,
                 "# Memory\r\nused_memory:{rss}\r\nused_memory_human:{:.2}M\r\nused_memory_rss:{rss}\r\n\
                  used_memory_rss_human:{:.2}M\r\nmaxmemory:0\r\nmaxmemory_policy:noeviction\r\n\
                  cache_bytes:{cache_bytes}\r\ncache_budget_bytes:{budget}\r\ncache_keys:{cached}\r\n\
                  cache_hits:{hits}\r\ncache_misses:{misses}\r\ncache_evictions:{evictions}\r\n\
-                 cache_sync_loads:{sync_loads}\r\ndirty_bytes:{dirty}\r\n",
+                 cache_sync_loads:{sync_loads}\r\ndirty_bytes:{dirty}\r\n\
+                 directory_memo_keys:{memo_keys}\r\n",
                 rss as f64 / 1048576.0,
                 rss as f64 / 1048576.0
             )

@@ -17,6 +17,7 @@
 pub mod bitstring;
 pub mod cache;
 pub mod glob;
+mod memo;
 pub mod slots;
 
 use crate::storage::btree::{self, dir_key, EntryMeta, Payload};
@@ -38,12 +39,6 @@ pub const DATABASES: usize = 16;
 /// (every key present for the whole iteration is returned) at the price of
 /// repeats.
 const SCAN_CURSORS: usize = 16 * 1024;
-
-/// A memoized committed lookup: the directory key and what it found.
-type MemoEntry = (Vec<u8>, Option<EntryMeta>);
-
-/// Slots of the committed-lookup memo.
-const MEMO_SLOTS: usize = 8192;
 
 /// Where a value is.
 #[derive(Clone, Debug)]
@@ -204,7 +199,7 @@ pub struct Keyspace {
     frozen: Option<Arc<Layer>>,
     committed: Arc<Committed>,
     /// Recent committed directory lookups (see `committed_entry`).
-    memo: std::cell::RefCell<Vec<Option<MemoEntry>>>,
+    memo: std::cell::RefCell<memo::Memo>,
     cache: Cache,
     cursors: lru::LruCache<u64, ScanPosition>,
     next_cursor: u64,
@@ -233,7 +228,7 @@ impl Keyspace {
             top: Layer::default(),
             frozen: None,
             committed,
-            memo: std::cell::RefCell::new(vec![None; MEMO_SLOTS]),
+            memo: std::cell::RefCell::new(memo::Memo::default()),
             cache: Cache::new(cache_budget),
             cursors: lru::LruCache::new(capacity),
             next_cursor: (seed % (1 << 40)) | 1,
@@ -249,6 +244,11 @@ impl Keyspace {
 
     pub fn cache(&self) -> &Cache {
         &self.cache
+    }
+
+    /// Keys whose directory entry is memoized (see `memo`).
+    pub fn directory_memo_keys(&self) -> usize {
+        self.memo.borrow().len()
     }
 
     /// Bytes of changed values not yet written by a checkpoint.
@@ -291,26 +291,15 @@ impl Keyspace {
         Ok(self.committed_entry(db, key)?.map(Entry::from_committed))
     }
 
-    /// The committed directory entry of a key, through a small direct-mapped
-    /// memo (valid until the committed state changes at a checkpoint), so a
-    /// hot key is not looked up in the B+tree again and again.
+    /// The committed directory entry of a key, through the memo of recent
+    /// lookups, so a hot key is not looked up in the B+tree again and again.
     fn committed_entry(&self, db: usize, key: &[u8]) -> Result<Option<EntryMeta>, StorageError> {
-        use std::hash::{Hash, Hasher};
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        (db as u8).hash(&mut h);
-        key.hash(&mut h);
-        let slot = (h.finish() as usize) % MEMO_SLOTS;
         let mut memo = self.memo.borrow_mut();
-        if let Some(Some((k, meta))) = memo.get(slot) {
-            if k.first() == Some(&(db as u8)) && &k[1..] == key {
-                return Ok(meta.clone());
-            }
+        if let Some(found) = memo.get(db, key) {
+            return Ok(found);
         }
-        let ckey = dir_key(db, key);
-        let meta = self.committed.lookup(&ckey)?;
-        if let Some(s) = memo.get_mut(slot) {
-            *s = Some((ckey, meta.clone()));
-        }
+        let meta = self.committed.lookup(&dir_key(db, key))?;
+        memo.insert(db, key, meta.clone());
         Ok(meta)
     }
 
@@ -704,8 +693,10 @@ impl Keyspace {
         released_pages: &HashSet<u64>,
     ) {
         self.committed = committed;
-        self.memo.borrow_mut().iter_mut().for_each(|s| *s = None);
-        self.frozen = None;
+        match self.frozen.take() {
+            Some(written_layer) => self.memo.borrow_mut().forget_written(&written_layer),
+            None => self.memo.borrow_mut().clear(),
+        }
         self.cache.forget_pages(released_pages);
         for (id, value) in written {
             self.install(id, value);
