@@ -334,9 +334,32 @@ fn disabled_commands_are_unknown_as_with_rename_command() {
         "EXEC",
         "GET b",
         "DEL a b",
+        "COMMAND INFO keys flushall",
+        "COMMAND DOCS keys config",
     ] {
         d.cmd(&str_args(line));
     }
+    // Introspection does not list them either.
+    let mut c = ours.connect();
+    let listed = common::parse_reply(&c.call(&["COMMAND", "LIST"]));
+    let names: Vec<String> = listed
+        .as_array()
+        .iter()
+        .map(|n| String::from_utf8_lossy(n.as_bulk()).to_string())
+        .collect();
+    assert!(names.iter().any(|n| n == "get"), "{names:?}");
+    for gone in ["slurp", "flushall", "keys", "shutdown", "config"] {
+        assert!(!names.iter().any(|n| n == gone), "{gone} listed: {names:?}");
+    }
+    let count = common::parse_reply(&c.call(&["COMMAND", "COUNT"])).as_int();
+    assert_eq!(count as usize, names.len());
+    let all = common::parse_reply(&c.call(&["COMMAND"]));
+    assert_eq!(all.as_array().len(), names.len());
+    assert_eq!(
+        c.call(&["COMMAND", "INFO", "slurp"]),
+        b"*1\r\n$-1\r\n",
+        "COMMAND INFO of a disabled command"
+    );
     assert!(ours.is_running_now());
 }
 
@@ -495,4 +518,32 @@ fn a_client_that_never_reads_is_disconnected_and_memory_stays_bounded() {
     for _ in 0..4 {
         assert_eq!(reader.call(&["GET", "big"]).len(), 700 * 1024 + 11);
     }
+}
+
+#[test]
+fn a_keys_reply_past_the_output_limit_closes_the_client_without_building_it_all() {
+    let ours = ServerProcess::bitmapist(&["--client-output-buffer-limit", "256KiB"]);
+    let mut c = ours.connect();
+    // 40,000 keys: KEYS * would answer about 1 MB.
+    let mut batch = Vec::new();
+    for i in 0..40_000 {
+        batch.extend(encode(&["SETBIT", &format!("user:{i:08}"), "7", "1"]));
+    }
+    c.send(&batch);
+    for _ in 0..40_000 {
+        c.read_reply();
+    }
+    // Under the limit: streamed into the reply, byte for byte a RESP array.
+    let some = common::parse_reply(&c.call(&["KEYS", "user:0000*"]));
+    assert_eq!(some.as_array().len(), 10_000);
+    assert_eq!(some.as_array()[0].as_bulk(), b"user:00000000");
+    assert_eq!(c.call(&["KEYS", "nothing*"]), b"*0\r\n");
+    // Past it: the client is closed and gets nothing of that reply.
+    let mut big = ours.connect();
+    big.send(&encode(&["KEYS", "*"]));
+    let got = big.try_read_to_close().expect("closed");
+    assert!(got.is_empty(), "{} bytes of a reply past the limit", got.len());
+    assert!(ours.output().contains("client-output-buffer-limit"));
+    // Everyone else is served.
+    assert_eq!(c.call(&["DBSIZE"]), b":40000\r\n");
 }

@@ -3,6 +3,7 @@
 
 use super::args;
 use super::{CmdError, CmdResult, Ctx};
+use std::ops::ControlFlow;
 
 pub fn del(ctx: &mut Ctx<'_>, argv: &[&[u8]]) -> CmdResult {
     let now = ctx.now;
@@ -33,14 +34,26 @@ pub fn type_(ctx: &mut Ctx<'_>, argv: &[&[u8]]) -> CmdResult {
     Ok(())
 }
 
+/// KEYS writes each match straight into the reply (no list of keys is
+/// built) and stops once the reply passes `--client-output-buffer-limit`:
+/// the connection then closes the client instead of sending it, so a huge
+/// KEYS costs at most the limit in memory.
 pub fn keys(ctx: &mut Ctx<'_>, argv: &[&[u8]]) -> CmdResult {
     let now = ctx.now;
+    let limit = ctx.server.config.output_buffer_limit();
     let (db, out) = ctx.db_and_out();
-    let keys = db.keys(argv[1], now)?;
-    out.array(keys.len());
-    for k in &keys {
+    let start = out.len();
+    let mut count = 0usize;
+    db.visit_keys(argv[1], now, &mut |k| {
         out.bulk(k);
-    }
+        count += 1;
+        if out.len() > limit {
+            ControlFlow::Break(())
+        } else {
+            ControlFlow::Continue(())
+        }
+    })?;
+    out.insert_array_header(start, count);
     Ok(())
 }
 

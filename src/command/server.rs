@@ -400,22 +400,31 @@ fn write_command_docs(out: &mut ReplyBuf, spec: &CommandSpec) {
 }
 
 pub fn command(ctx: &mut Ctx<'_>, argv: &[&[u8]]) -> CmdResult {
+    // A command switched off with --disable-command does not exist, here
+    // as everywhere (Redis's `rename-command X ""`).
+    let config = &ctx.server.config;
+    let enabled = |spec: &&CommandSpec| !config.is_disabled(spec.name.as_bytes(), spec.name);
+    let visible: Vec<&CommandSpec> = COMMANDS.iter().filter(enabled).collect();
+    let find = |name: &[u8]| {
+        super::table::find(name)
+            .map(|(_, s)| s)
+            .filter(|s| !config.is_disabled(name, s.name))
+    };
     let out = &mut *ctx.out;
     if argv.len() == 1 {
-        out.array(COMMANDS.len());
-        for spec in COMMANDS {
+        out.array(visible.len());
+        for spec in &visible {
             write_command_info(out, spec);
         }
         return Ok(());
     }
     let sub = argv[1];
-    let find = |name: &[u8]| super::table::find(name).map(|(_, s)| s);
     if args::is(sub, "count") && argv.len() == 2 {
-        out.int(COMMANDS.len() as i64);
+        out.int(visible.len() as i64);
     } else if args::is(sub, "info") {
         if argv.len() == 2 {
-            out.array(COMMANDS.len());
-            for spec in COMMANDS {
+            out.array(visible.len());
+            for spec in &visible {
                 write_command_info(out, spec);
             }
         } else {
@@ -423,13 +432,13 @@ pub fn command(ctx: &mut Ctx<'_>, argv: &[&[u8]]) -> CmdResult {
             for name in &argv[2..] {
                 match find(name) {
                     Some(spec) => write_command_info(out, spec),
-                    None => out.null_array(),
+                    None => out.null(),
                 }
             }
         }
     } else if args::is(sub, "docs") {
         let specs: Vec<&CommandSpec> = if argv.len() == 2 {
-            COMMANDS.iter().collect()
+            visible
         } else {
             argv[2..].iter().filter_map(|n| find(n)).collect()
         };
@@ -438,8 +447,8 @@ pub fn command(ctx: &mut Ctx<'_>, argv: &[&[u8]]) -> CmdResult {
             write_command_docs(out, spec);
         }
     } else if args::is(sub, "list") && argv.len() == 2 {
-        out.array(COMMANDS.len());
-        for spec in COMMANDS {
+        out.array(visible.len());
+        for spec in &visible {
             out.bulk(spec.name.as_bytes());
         }
     } else if ["count", "list", "getkeys", "getkeysandflags"]

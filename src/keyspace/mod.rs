@@ -556,17 +556,33 @@ impl Keyspace {
         pattern: &[u8],
         now_ms: u64,
     ) -> Result<Vec<Vec<u8>>, StorageError> {
-        let prefix = glob::literal_prefix(pattern);
-        // Redis skips matching for a lone `*` (which also lists the empty key).
-        let matcher = (!glob::matches_everything(pattern)).then(|| glob::Pattern::new(pattern));
         let mut out = Vec::new();
-        self.walk(db, Bound::Unbounded, &prefix, now_ms, &mut |k, _| {
-            if matcher.as_ref().is_none_or(|m| m.matches(k)) {
-                out.push(k.to_vec());
-            }
+        self.visit_keys(db, pattern, now_ms, &mut |k| {
+            out.push(k.to_vec());
             ControlFlow::Continue(())
         })?;
         Ok(out)
+    }
+
+    /// `keys`, handing each match to `visit` (which may stop the walk)
+    /// instead of collecting them.
+    pub fn visit_keys(
+        &self,
+        db: usize,
+        pattern: &[u8],
+        now_ms: u64,
+        visit: &mut dyn FnMut(&[u8]) -> ControlFlow<()>,
+    ) -> Result<(), StorageError> {
+        let prefix = glob::literal_prefix(pattern);
+        // Redis skips matching for a lone `*` (which also lists the empty key).
+        let matcher = (!glob::matches_everything(pattern)).then(|| glob::Pattern::new(pattern));
+        self.walk(db, Bound::Unbounded, &prefix, now_ms, &mut |k, _| {
+            if matcher.as_ref().is_none_or(|m| m.matches(k)) {
+                visit(k)
+            } else {
+                ControlFlow::Continue(())
+            }
+        })
     }
 
     /// One SCAN step in database `db` from `cursor` (0 starts an iteration):
@@ -883,6 +899,16 @@ impl Db<'_> {
 
     pub fn keys(&self, pattern: &[u8], now_ms: u64) -> Result<Vec<Vec<u8>>, StorageError> {
         self.ks.keys(self.index, pattern, now_ms)
+    }
+
+    /// See `Keyspace::visit_keys`.
+    pub fn visit_keys(
+        &self,
+        pattern: &[u8],
+        now_ms: u64,
+        visit: &mut dyn FnMut(&[u8]) -> ControlFlow<()>,
+    ) -> Result<(), StorageError> {
+        self.ks.visit_keys(self.index, pattern, now_ms, visit)
     }
 }
 

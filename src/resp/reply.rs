@@ -127,6 +127,14 @@ impl ReplyBuf {
         self.int_line(b'*', len as i64);
     }
 
+    /// Puts an array header for `len` items at byte `at`, before items
+    /// already written (for replies whose length is known only at the end).
+    pub fn insert_array_header(&mut self, at: usize, len: usize) {
+        let header = format!("*{len}\r\n");
+        let at = at.min(self.buf.len());
+        self.buf.splice(at..at, header.bytes());
+    }
+
     /// A map header: `%n` in RESP3, an array of 2n items in RESP2.
     pub fn map(&mut self, pairs: usize) {
         match self.protocol {
