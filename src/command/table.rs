@@ -606,13 +606,15 @@ static CONFIG_SUBCOMMANDS: &[CommandSpec] = &[
     ),
 ];
 
-fn index() -> &'static HashMap<&'static str, usize> {
-    static INDEX: OnceLock<HashMap<&'static str, usize>> = OnceLock::new();
+type Index = HashMap<&'static [u8], usize, foldhash::fast::RandomState>;
+
+fn index() -> &'static Index {
+    static INDEX: OnceLock<Index> = OnceLock::new();
     INDEX.get_or_init(|| {
         COMMANDS
             .iter()
             .enumerate()
-            .map(|(i, c)| (c.name, i))
+            .map(|(i, c)| (c.name.as_bytes(), i))
             .collect()
     })
 }
@@ -626,8 +628,9 @@ pub fn find(name: &[u8]) -> Option<(usize, &'static CommandSpec)> {
     for (d, s) in lower.iter_mut().zip(name) {
         *d = s.to_ascii_lowercase();
     }
-    let name = std::str::from_utf8(&lower[..name.len()]).ok()?;
-    index().get(name).map(|&i| (i, &COMMANDS[i]))
+    index()
+        .get(&lower[..name.len()])
+        .map(|&i| (i, &COMMANDS[i]))
 }
 
 pub enum Lookup {

@@ -9,15 +9,16 @@
 
 use super::{Layer, DATABASES};
 use crate::storage::btree::EntryMeta;
+use foldhash::fast::RandomState;
 use std::collections::HashMap;
 
 /// Entries per generation (so at most twice this many are kept).
 const GENERATION_ENTRIES: usize = 64 * 1024;
 
-type Generation = Vec<HashMap<Box<[u8]>, Option<EntryMeta>>>;
+type Generation = Vec<HashMap<Box<[u8]>, Option<EntryMeta>, RandomState>>;
 
 fn generation() -> Generation {
-    (0..DATABASES).map(|_| HashMap::new()).collect()
+    (0..DATABASES).map(|_| HashMap::default()).collect()
 }
 
 #[allow(clippy::len_without_is_empty)] // only its size is reported (INFO)

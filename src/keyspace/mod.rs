@@ -177,11 +177,11 @@ pub fn payload_id(db: usize, key: &[u8], meta: &EntryMeta) -> PayloadId {
     match meta.payload {
         Payload::Extent { page, .. } => (page, meta.payload_crc, meta.byte_len),
         Payload::Inline(_) => {
-            use std::hash::{Hash, Hasher};
-            let mut h = std::collections::hash_map::DefaultHasher::new();
-            (db as u8).hash(&mut h);
-            key.hash(&mut h);
-            (h.finish() | (1 << 63), meta.payload_crc, meta.byte_len)
+            use std::hash::BuildHasher;
+            static SEED: std::sync::LazyLock<foldhash::quality::RandomState> =
+                std::sync::LazyLock::new(Default::default);
+            let h = SEED.hash_one((db as u8, key));
+            (h | (1 << 63), meta.payload_crc, meta.byte_len)
         }
     }
 }

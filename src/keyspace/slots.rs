@@ -4,13 +4,14 @@
 //! allocation.
 
 use super::Slot;
+use foldhash::fast::RandomState;
 use std::collections::{BTreeSet, HashMap};
 use std::ops::Bound;
 use std::sync::Arc;
 
 #[derive(Clone, Debug, Default)]
 pub struct Slots {
-    map: HashMap<Arc<[u8]>, Slot>,
+    map: HashMap<Arc<[u8]>, Slot, RandomState>,
     order: BTreeSet<Arc<[u8]>>,
 }
 
