@@ -80,7 +80,8 @@ kill "$rpid"; wait "$rpid" || true
         base=${RESULT["$(echo $THREADS | cut -d' ' -f1)/$w"]}
         printf '| %s, pipeline %s, %s conns | %s |' "$1" "$2" "$3" "${RESULT["redis/$w"]}"
         for t in $THREADS; do
-            printf ' %s (%.2f×) |' "${RESULT["$t/$w"]}" "$(echo "${RESULT["$t/$w"]} / $base" | bc -l)"
+            printf ' %s (%s×) |' "${RESULT["$t/$w"]}" \
+                "$(awk -v a="${RESULT["$t/$w"]}" -v b="$base" 'BEGIN { printf "%.2f", a / b }')"
         done
         echo
     done

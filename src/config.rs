@@ -299,11 +299,16 @@ pub fn parse(program: &str, args: &[String]) -> Parsed {
 }
 
 impl Config {
-    /// The number of network threads to start.
+    /// The number of network threads to start. By default half the cores,
+    /// at most 4: every batch takes the one keyspace lock, so more threads
+    /// stop adding throughput beyond about 2-4 (benches/scaling.sh), and the
+    /// other half is left to the kernel's network work, the log writer and
+    /// checkpoints (on 2 cores, 1 thread beats 2 in every W2 workload).
     pub fn thread_count(&self) -> usize {
-        self.threads
-            .filter(|&n| n > 0)
-            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+        self.threads.filter(|&n| n > 0).unwrap_or_else(|| {
+            let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+            (cores / 2).clamp(1, 4)
+        })
     }
 
     /// Checks the security options and resolves them: reads the password

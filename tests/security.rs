@@ -542,7 +542,11 @@ fn a_keys_reply_past_the_output_limit_closes_the_client_without_building_it_all(
     let mut big = ours.connect();
     big.send(&encode(&["KEYS", "*"]));
     let got = big.try_read_to_close().expect("closed");
-    assert!(got.is_empty(), "{} bytes of a reply past the limit", got.len());
+    assert!(
+        got.is_empty(),
+        "{} bytes of a reply past the limit",
+        got.len()
+    );
     assert!(ours.output().contains("client-output-buffer-limit"));
     // Everyone else is served.
     assert_eq!(c.call(&["DBSIZE"]), b":40000\r\n");
