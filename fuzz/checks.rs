@@ -960,7 +960,7 @@ pub fn roaring_payload(data: &[u8]) {
         cardinality,
         expire_at: 0,
         payload_crc,
-        payload: Payload::Inline(payload.to_vec()),
+        payload: Payload::Inline(payload.into()),
     };
     let value = match decode_payload(payload, &meta) {
         Ok(v) => v,
@@ -1028,7 +1028,7 @@ pub fn roaring_payload(data: &[u8]) {
     let encoded = encode_payload(&value);
     let meta2 = EntryMeta {
         payload_crc: page::checksum(&encoded),
-        payload: Payload::Inline(encoded.clone()),
+        payload: Payload::Inline(encoded.clone().into()),
         ..meta.clone()
     };
     let again = decode_payload(&encoded, &meta2).expect("a re-encoded payload decodes");

@@ -591,6 +591,24 @@ enum Scratch {
     Expiring(Instant, Instant),
 }
 
+impl Scratch {
+    /// Whether a command that answers 1 for a present key and 0 for a
+    /// missing one (PEXPIRE, DEL) may have answered `existed`/`gone`, given
+    /// what the key was and where its expiry stood (`phase`).
+    fn allows(&self, phase: Phase, existed: bool, gone: bool) -> bool {
+        match self {
+            Scratch::Unknown => existed || gone,
+            Scratch::Absent => gone,
+            Scratch::Present(_) => existed,
+            Scratch::Expiring(..) => match phase {
+                Phase::Live => existed,
+                Phase::Either => existed || gone,
+                Phase::Gone => gone,
+            },
+        }
+    }
+}
+
 /// Where a scratch key with an expiry stands, with EXPIRY_MARGIN either side.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Phase {
@@ -1218,16 +1236,7 @@ impl Worker {
         };
         let ttl = Duration::from_millis(ms);
         let (existed, gone) = (r == b":1\r\n", r == b":0\r\n");
-        let ok = match &was {
-            Scratch::Unknown => existed || gone,
-            Scratch::Absent => gone,
-            Scratch::Present(_) => existed,
-            Scratch::Expiring(..) => match phase {
-                Phase::Live => existed,
-                Phase::Either => existed || gone,
-                Phase::Gone => gone,
-            },
-        };
+        let ok = was.allows(phase, existed, gone);
         if self.check(ok, || {
             format!(
                 "PEXPIRE {key} {ms} replied {} with the key {}",
@@ -1257,16 +1266,7 @@ impl Worker {
             return Ok(());
         };
         let (existed, gone) = (r == b":1\r\n", r == b":0\r\n");
-        let ok = match &was {
-            Scratch::Unknown => existed || gone,
-            Scratch::Absent => gone,
-            Scratch::Present(_) => existed,
-            Scratch::Expiring(..) => match phase {
-                Phase::Live => existed,
-                Phase::Either => existed || gone,
-                Phase::Gone => gone,
-            },
-        };
+        let ok = was.allows(phase, existed, gone);
         if self.check(ok, || {
             format!(
                 "DEL {key} replied {} with the key {}",

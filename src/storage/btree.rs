@@ -37,13 +37,10 @@ pub fn dir_key(db: usize, key: &[u8]) -> Vec<u8> {
 /// Where a value's portable Roaring bytes are.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Payload {
-    Inline(Vec<u8>),
+    /// Shared, so copying an entry (the directory memo, lookups) copies no bytes.
+    Inline(std::sync::Arc<[u8]>),
     /// `pages` whole pages from `page`; the first `len` bytes are the payload.
-    Extent {
-        page: u64,
-        pages: u32,
-        len: u32,
-    },
+    Extent { page: u64, pages: u32, len: u32 },
 }
 
 /// A directory entry: everything known about a key without its bitmap.
@@ -166,7 +163,7 @@ impl<'a> Cursor<'a> {
         let payload = match self.u8()? {
             0 => {
                 let n = self.u16()? as usize;
-                Payload::Inline(self.take(n)?.to_vec())
+                Payload::Inline(self.take(n)?.into())
             }
             1 => Payload::Extent {
                 page: self.u64()?,
@@ -807,7 +804,7 @@ pub(crate) mod tests {
             expire_at: n % 5,
             payload_crc: n as u32,
             payload: if n % 2 == 0 {
-                Payload::Inline(vec![n as u8; (n % 40) as usize])
+                Payload::Inline(vec![n as u8; (n % 40) as usize].into())
             } else {
                 Payload::Extent {
                     page: n,
@@ -947,7 +944,7 @@ pub(crate) mod tests {
                 let mut k = vec![b'x'; MAX_KEY_LEN];
                 k[MAX_KEY_LEN - 1] = i;
                 let mut m = meta(2);
-                m.payload = Payload::Inline(vec![1; INLINE_MAX]);
+                m.payload = Payload::Inline(vec![1; INLINE_MAX].into());
                 (dir_key(0, &k), Some(m))
             })
             .collect();

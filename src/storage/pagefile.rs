@@ -444,7 +444,7 @@ impl<F: MapFile> PageFile<F> {
                 }) => {
                     let payload_crc = super::page::checksum(&payload);
                     let payload = if payload.len() <= INLINE_MAX {
-                        Payload::Inline(payload)
+                        Payload::Inline(payload.into())
                     } else {
                         let len = u32::try_from(payload.len())
                             .map_err(|_| StorageError::corrupt("payload larger than 4 GiB"))?;
