@@ -551,3 +551,59 @@ fn a_keys_reply_past_the_output_limit_closes_the_client_without_building_it_all(
     // Everyone else is served.
     assert_eq!(c.call(&["DBSIZE"]), b":40000\r\n");
 }
+
+#[test]
+fn thousands_of_idle_and_half_written_connections_leave_the_server_answering() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    // This process holds one end of every connection.
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).expect("getrlimit");
+    let _ = setrlimit(Resource::RLIMIT_NOFILE, soft.max(8192.min(hard)), hard);
+    let (soft, _) = getrlimit(Resource::RLIMIT_NOFILE).expect("getrlimit");
+    let n = 3000.min(soft.saturating_sub(200) as usize);
+    assert!(n >= 500, "open file limit {soft} too low for this test");
+    let ours = ServerProcess::bitmapist(&[]);
+    let mut c = ours.connect();
+    assert_eq!(c.call(&["SETBIT", "kept", "5", "1"]), b":0\r\n");
+    let before = rss_kib(ours.pid());
+    // Idle, half a request, huge and negative claimed lengths, an inline
+    // command never ended, binary garbage without a line end.
+    let partials: [&[u8]; 7] = [
+        b"",
+        b"*3\r\n$6\r\nSETBIT\r\n$4\r\nke",
+        b"*2\r\n$3\r\nGET\r\n$536870912\r\n",
+        b"*1048576\r\n",
+        b"*-5\r\n*1\r\n$4\r\nPI",
+        b"SETBIT inline 1 1 and never a line end",
+        b"\x00\xff\xfe\x80garbage",
+    ];
+    let mut open = Vec::with_capacity(n);
+    for i in 0..n {
+        let mut conn = ours.connect();
+        let _ = conn.try_send(partials[i % partials.len()]);
+        open.push(conn);
+    }
+    // Everyone else is still served, and quickly.
+    let t0 = Instant::now();
+    assert_eq!(c.call(&["PING"]), b"+PONG\r\n");
+    assert_eq!(c.call(&["SETBIT", "kept", "6", "1"]), b":0\r\n");
+    assert_eq!(c.call(&["GETBIT", "kept", "5"]), b":1\r\n");
+    let mut fresh = ours.connect();
+    assert_eq!(fresh.call(&["GET", "kept"]), b"$1\r\n\x06\r\n");
+    assert!(t0.elapsed() < Duration::from_secs(5), "{:?}", t0.elapsed());
+    let info = String::from_utf8(c.call(&["INFO", "clients"])).expect("utf-8");
+    let connected: usize = info
+        .lines()
+        .find_map(|l| l.strip_prefix("connected_clients:"))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("connected_clients");
+    assert!(connected >= n, "only {connected} of {n} held open: {info}");
+    let after = rss_kib(ours.pid());
+    assert!(
+        after < before + 128 * 1024,
+        "RSS grew from {before} KiB to {after} KiB with {n} connections"
+    );
+    drop(open);
+    // The half-written requests did nothing.
+    assert_eq!(c.call(&["EXISTS", "ke", "inline"]), b":0\r\n");
+    assert_eq!(c.call(&["DBSIZE"]), b":1\r\n");
+}

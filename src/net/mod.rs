@@ -185,10 +185,47 @@ fn bind_all(addrs: &[SocketAddr], threads: usize) -> Result<Vec<Vec<TcpListener>
     Ok(per_thread)
 }
 
+/// Descriptors kept for the database, the log, listeners and io_uring,
+/// besides one per client (as Redis's CONFIG_MIN_RESERVED_FDS).
+const RESERVED_FDS: u64 = 64;
+
+/// Raises the soft limit on open files to what `--maxclients` needs, up to
+/// the hard limit, and says so when the hard limit is lower (Redis does the
+/// same); beyond the limit a client is refused at accept, not crashed into.
+fn raise_open_file_limit(maxclients: usize) {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let want = maxclients as u64 + RESERVED_FDS;
+    let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
+        return;
+    };
+    if soft >= want {
+        return;
+    }
+    let new = want.min(hard);
+    if let Err(e) = setrlimit(Resource::RLIMIT_NOFILE, new, hard) {
+        tracing::warn!(error = %e, soft, "cannot raise the open file limit");
+        return;
+    }
+    if new < want {
+        tracing::warn!(
+            limit = new,
+            maxclients,
+            "the open file limit (hard limit {hard}) allows fewer clients than --maxclients; raise it (LimitNOFILE= in the unit, ulimit -n)"
+        );
+    } else {
+        tracing::info!(
+            from = soft,
+            to = new,
+            "raised the open file limit for --maxclients"
+        );
+    }
+}
+
 /// Binds, starts the network threads and blocks until they end (they end
 /// only when the process exits).
 pub fn serve(server: Arc<Server>) -> Result<(), StartError> {
     probe_io_uring()?;
+    raise_open_file_limit(server.config.maxclients);
     let threads = server.config.thread_count();
     // Sockets passed by a systemd socket unit replace binding -addr.
     let listeners = match crate::notify::inherited_listeners(threads) {
