@@ -228,7 +228,8 @@ impl Keyspace {
             top: Layer::default(),
             frozen: None,
             committed,
-            memo: std::cell::RefCell::new(memo::Memo::default()),
+            // An eighth of the cache budget for directory entries.
+            memo: std::cell::RefCell::new(memo::Memo::new(cache_budget / 8)),
             cache: Cache::new(cache_budget),
             cursors: lru::LruCache::new(capacity),
             next_cursor: (seed % (1 << 40)) | 1,
