@@ -303,6 +303,13 @@ impl BitString {
                 sorted.sort_by_key(|b| b.len());
                 sorted.into_iter().intersection()
             }
+            // Two sources: merged container by container into a copy of the
+            // larger. roaring's many-way operations turn every container
+            // into a bitmap and back, which costs twice as much for two
+            // sparse keys (callgrind, two month keys) but pays off from
+            // about seven (a week of day keys: 20% fewer instructions).
+            BitOp::Or if sources.len() <= 2 => fold_largest(present(), |acc, b| *acc |= b),
+            BitOp::Xor if sources.len() <= 2 => fold_largest(present(), |acc, b| *acc ^= b),
             BitOp::Or => present().union(),
             BitOp::Xor => present().symmetric_difference(),
             BitOp::Not => {
@@ -477,6 +484,23 @@ fn fill_run(buf: &mut [u8], start: u64, end: u64) {
         buf[first_byte + 1..last_byte].fill(0xFF);
         buf[last_byte] |= tail;
     }
+}
+
+/// Combines bitmaps pairwise into a copy of the one with the most
+/// containers (the others merge into it container by container).
+fn fold_largest<'a>(
+    sources: impl Iterator<Item = &'a RoaringBitmap>,
+    mut combine: impl FnMut(&mut RoaringBitmap, &RoaringBitmap),
+) -> RoaringBitmap {
+    let mut all: Vec<&RoaringBitmap> = sources.collect();
+    let Some(largest) = (0..all.len()).max_by_key(|&i| all[i].serialized_size()) else {
+        return RoaringBitmap::new();
+    };
+    let mut acc = all.swap_remove(largest).clone();
+    for b in all {
+        combine(&mut acc, b);
+    }
+    acc
 }
 
 #[cfg(test)]
