@@ -4,9 +4,9 @@
 //! approximate LRU without relinking on every hit): lookups search the
 //! current generation, then the previous one (moving a hit forward); when the
 //! current generation holds half the budget it becomes the previous one and
-//! the oldest is dropped. A checkpoint
-//! changes only the keys it wrote, so it forgets just those (or a whole
-//! database it flushed), and everything else stays valid.
+//! the oldest is dropped. A checkpoint changes only the keys it wrote, so it
+//! forgets just those (or a whole database it flushed), and everything else
+//! stays valid.
 
 use super::{Layer, DATABASES};
 use crate::storage::btree::{EntryMeta, Payload};
@@ -83,10 +83,7 @@ impl Memo {
     /// A checkpoint committed `layer`: forget what it changed.
     pub fn forget_written(&mut self, layer: &Layer) {
         for (db, changes) in layer.dbs.iter().enumerate() {
-            for generation in [&mut self.current, &mut self.previous] {
-                let Some(map) = generation.get_mut(db) else {
-                    continue;
-                };
+            if let Some(map) = self.previous.get_mut(db) {
                 if changes.flushed {
                     map.clear();
                 } else {
@@ -95,13 +92,22 @@ impl Memo {
                     }
                 }
             }
+            let Some(map) = self.current.get_mut(db) else {
+                continue;
+            };
+            let mut removed = 0;
+            if changes.flushed {
+                removed = map.iter().map(|(k, v)| cost(k, v)).sum();
+                map.clear();
+            } else {
+                for (key, _) in changes.slots.iter() {
+                    if let Some(v) = map.remove(key) {
+                        removed += cost(key, &v);
+                    }
+                }
+            }
+            self.current_bytes = self.current_bytes.saturating_sub(removed);
         }
-        self.current_bytes = self
-            .current
-            .iter()
-            .flat_map(|m| m.iter())
-            .map(|(k, v)| cost(k, v))
-            .sum();
     }
 
     pub fn clear(&mut self) {
