@@ -320,7 +320,7 @@ impl Checkpointer {
                 }
                 Some(Request::Shutdown(reply)) => {
                     let r = self.checkpoint("shutdown");
-                    self.server.storage.log.stop();
+                    self.stop_log();
                     let _ = reply.send(r);
                     return;
                 }
@@ -330,6 +330,14 @@ impl Checkpointer {
                     }
                 }
             }
+        }
+    }
+
+    /// Stops the log writer after the final checkpoint and waits for it, so
+    /// the segment that checkpoint started exists when the process exits.
+    fn stop_log(&self) {
+        if !self.server.storage.log.stop(Duration::from_secs(10)) {
+            tracing::warn!("the log writer did not stop within 10 s");
         }
     }
 
@@ -344,7 +352,7 @@ impl Checkpointer {
             }
             Request::Shutdown(reply) => {
                 let r = self.checkpoint("shutdown");
-                self.server.storage.log.stop();
+                self.stop_log();
                 let _ = reply.send(r);
                 self.stopped = true;
             }

@@ -64,6 +64,8 @@ struct State {
     rotations: Vec<(u64, u64)>,
     /// The writer should finish what is pending and stop.
     stopping: bool,
+    /// The writer has finished (after `stopping`).
+    stopped: bool,
     /// Written to the kernel up to here (per the policy: synced).
     written: u64,
     /// Why the last write failed, while it is failing.
@@ -193,10 +195,32 @@ impl Log {
         std::mem::take(&mut lock(&self.state).pending)
     }
 
-    /// Asks the writer to finish and stop.
-    pub fn stop(&self) {
-        lock(&self.state).stopping = true;
+    /// Asks the writer to finish (write what is pending, start the segment
+    /// a last checkpoint rotated to, sync) and stop; waits for it up to
+    /// `timeout`. Returns whether it stopped.
+    pub fn stop(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        let mut s = lock(&self.state);
+        s.stopping = true;
         self.work.notify_one();
+        while !s.stopped {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            s = self
+                .progress
+                .wait_timeout(s, left)
+                .map(|(g, _)| g)
+                .unwrap_or_else(|e| e.into_inner().0);
+        }
+        true
+    }
+
+    /// Marks the writer finished and wakes `stop`.
+    fn finished(&self) {
+        lock(&self.state).stopped = true;
+        self.progress.notify_all();
     }
 
     /// The writer thread's loop. `writer` is the open current segment.
@@ -239,6 +263,7 @@ impl Log {
                     if unsynced {
                         let _ = writer.sync();
                     }
+                    self.finished();
                     return;
                 }
             }
