@@ -172,10 +172,16 @@ impl Log {
     /// Blocks until everything appended so far is written (and synced when
     /// `sync`), or the timeout passes. Returns whether it was.
     pub fn wait_written(&self, timeout: Duration) -> bool {
+        let target = lock(&self.state).appended;
+        self.wait_for_progress(timeout, |s| s.written >= target)
+    }
+
+    /// Waits (blocking) until `done` holds for the state, or the timeout
+    /// passes. Returns whether it held.
+    fn wait_for_progress(&self, timeout: Duration, done: impl Fn(&State) -> bool) -> bool {
         let deadline = Instant::now() + timeout;
         let mut s = lock(&self.state);
-        let target = s.appended;
-        while s.written < target {
+        while !done(&s) {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 return false;
@@ -199,22 +205,9 @@ impl Log {
     /// a last checkpoint rotated to, sync) and stop; waits for it up to
     /// `timeout`. Returns whether it stopped.
     pub fn stop(&self, timeout: Duration) -> bool {
-        let deadline = Instant::now() + timeout;
-        let mut s = lock(&self.state);
-        s.stopping = true;
+        lock(&self.state).stopping = true;
         self.work.notify_one();
-        while !s.stopped {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return false;
-            }
-            s = self
-                .progress
-                .wait_timeout(s, left)
-                .map(|(g, _)| g)
-                .unwrap_or_else(|e| e.into_inner().0);
-        }
-        true
+        self.wait_for_progress(timeout, |s| s.stopped)
     }
 
     /// Marks the writer finished and wakes `stop`.
