@@ -183,10 +183,22 @@ pub fn open(config: Config) -> Result<Arc<Server>, OpenError> {
 
     let mut replayed = 0u64;
     let mut tail: Option<(u64, u64)> = None;
-    for (seq, seg_path) in &live {
+    for (i, (seq, seg_path)) in live.iter().enumerate() {
         let stats = replay_segment(&server, seg_path, *seq)?;
-        replayed += stats.0;
-        tail = Some((*seq, stats.1));
+        replayed += stats.records;
+        tail = Some((*seq, stats.valid_len));
+        // Every segment but the last was synced whole before the next one
+        // began, so damage there is corruption, not a crash: replaying the
+        // later segments without the lost records would give a state that
+        // never existed. Refuse, as Redis refuses an AOF damaged mid-file.
+        if let (Some(damage), Some((next, _))) = (&stats.damage, live.get(i + 1)) {
+            return Err(OpenError::Log(format!(
+                "log segment {} is damaged at byte {} ({damage}) and later segments                  (from {next}) follow it; refusing to replay around the gap. Keep a                  copy of the segments, then move {} and every later segment aside to                  start without their writes",
+                seg_path.display(),
+                stats.valid_len,
+                seg_path.display()
+            )));
+        }
     }
     let writer = match tail {
         Some((seq, valid_len)) => wal::open_segment(&path, seq, valid_len)
@@ -226,8 +238,17 @@ pub fn open(config: Config) -> Result<Arc<Server>, OpenError> {
     Ok(server)
 }
 
-/// Replays one segment; returns (records, valid length).
-fn replay_segment(server: &Server, path: &Path, seq: u64) -> Result<(u64, u64), OpenError> {
+/// What replaying one segment found.
+struct Replayed {
+    records: u64,
+    /// Bytes up to the end of the last good record.
+    valid_len: u64,
+    /// Why the segment ends before its file does.
+    damage: Option<String>,
+}
+
+/// Replays one segment.
+fn replay_segment(server: &Server, path: &Path, seq: u64) -> Result<Replayed, OpenError> {
     let client = server.register_client(String::from("log-replay"), String::new());
     let mut session = Session::new(client.clone());
     let mut out = ReplyBuf::new();
@@ -249,7 +270,11 @@ fn replay_segment(server: &Server, path: &Path, seq: u64) -> Result<(u64, u64), 
                 .map_err(|e| OpenError::Log(format!("removing {}: {e}", path.display())))?;
             let w = wal::create_segment(&server.storage.db_path, seq)
                 .map_err(|e| OpenError::Log(format!("recreating log segment {seq}: {e}")))?;
-            return Ok((0, w.len()));
+            return Ok(Replayed {
+                records: 0,
+                valid_len: w.len(),
+                damage: None,
+            });
         }
         Err(e) => {
             return Err(OpenError::Log(format!(
@@ -274,7 +299,11 @@ fn replay_segment(server: &Server, path: &Path, seq: u64) -> Result<(u64, u64), 
             "replayed the write-ahead log"
         );
     }
-    Ok((stats.records, stats.valid_len))
+    Ok(Replayed {
+        records: stats.records,
+        valid_len: stats.valid_len,
+        damage: stats.damage.as_ref().map(ToString::to_string),
+    })
 }
 
 struct Checkpointer {

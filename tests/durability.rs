@@ -652,3 +652,92 @@ fn a_version_1_database_is_read_and_upgraded() {
     check(&mut client);
     assert_eq!(client.call(&["GETBIT", "user:00001", "9"]), b":1\r\n");
 }
+
+/// Damage inside a log segment that later segments follow is corruption,
+/// not a crash (a segment is synced whole before the next one begins): the
+/// server refuses to replay around the gap and says what to do. The same
+/// damage in the last segment is a torn tail: cut, and the server starts.
+#[test]
+fn damage_before_a_later_log_segment_is_refused_a_torn_last_segment_is_cut() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("bitmapist.db");
+    {
+        let mut server = ServerProcess::bitmapist_at(&db, &["--checkpoint-interval", "100000"]);
+        let mut client = server.connect();
+        let mut batch = Vec::new();
+        for i in 0..500 {
+            batch.extend(encode(&[
+                "SETBIT",
+                &format!("k{}", i % 10),
+                &i.to_string(),
+                "1",
+            ]));
+        }
+        client.send(&batch);
+        for _ in 0..500 {
+            client.read_reply();
+        }
+        server.kill9();
+    }
+    let mut segments: Vec<PathBuf> = std::fs::read_dir(dir.path())
+        .expect("list")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.to_string_lossy().contains("-wal."))
+        .collect();
+    segments.sort();
+    let last = segments.last().expect("a log segment").clone();
+    let name = last
+        .file_name()
+        .expect("name")
+        .to_string_lossy()
+        .to_string();
+    let seq: u64 = name
+        .rsplit('.')
+        .next()
+        .expect("seq")
+        .parse()
+        .expect("number");
+    let mut bytes = std::fs::read(&last).expect("read segment");
+    assert!(
+        bytes.len() > 4096,
+        "the writes are in the log ({} bytes)",
+        bytes.len()
+    );
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x55;
+    std::fs::write(&last, &bytes).expect("write segment");
+    // A valid, empty next segment: the damaged one is no longer the last.
+    let mut header = vec![0u8; 32];
+    header[0..8].copy_from_slice(b"BMWAL\0\0\x01");
+    header[8..12].copy_from_slice(&1u32.to_le_bytes());
+    header[16..24].copy_from_slice(&(seq + 1).to_le_bytes());
+    let sum = crc32c(&header[..24]);
+    header[24..28].copy_from_slice(&sum.to_le_bytes());
+    let next = dir.path().join(format!("bitmapist.db-wal.{:020}", seq + 1));
+    std::fs::write(&next, &header).expect("write the next segment");
+
+    let db_arg = db.to_str().expect("path");
+    let out = run_binary(&["--addr", "127.0.0.1:0", "--db", db_arg]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("is damaged") && stderr.contains("refusing to replay"),
+        "{stderr}"
+    );
+    assert_eq!(
+        std::fs::read(&last).expect("read"),
+        bytes,
+        "nothing was changed"
+    );
+
+    // As the last segment, the same damage is a torn tail: cut at start-up.
+    std::fs::remove_file(&next).expect("remove");
+    let server = ServerProcess::bitmapist_at(&db, &[]);
+    let mut client = server.connect();
+    assert_eq!(
+        client.call(&["GETBIT", "k0", "0"]),
+        b":1\r\n",
+        "records before the damage"
+    );
+    assert!(server.output().contains("cut there"), "{}", server.output());
+}
