@@ -25,6 +25,16 @@ fn run_binary(args: &[&str]) -> std::process::Output {
         .expect("run the server binary")
 }
 
+/// Starts the server on `db`, which must refuse to start (exit status 1);
+/// returns what it printed on stderr.
+fn refused_start(db: &Path) -> String {
+    let db = db.to_str().expect("utf-8 path");
+    let out = run_binary(&["--addr", "127.0.0.1:0", "--db", db]);
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    stderr
+}
+
 /// One writer: pipelined batches of SETBIT on its own keys; returns every
 /// (key, offset) whose reply arrived (acknowledged) before the server died.
 fn writer(
@@ -328,14 +338,7 @@ fn a_second_process_on_the_same_file_is_refused() {
     let dir = tempfile::tempdir().expect("temp dir");
     let db = db_in(dir.path());
     let _server = ServerProcess::bitmapist_at(&db, &[]);
-    let out = run_binary(&[
-        "--addr",
-        "127.0.0.1:0",
-        "--db",
-        db.to_str().expect("utf-8 path"),
-    ]);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let stderr = refused_start(&db);
     assert!(stderr.contains("in use by another"), "{stderr}");
 }
 
@@ -351,9 +354,7 @@ fn foreign_files_are_refused_unchanged() {
     let go = dir.path().join("go.db");
     std::fs::copy(fixture(), &go).expect("copy the Go fixture");
     let before = std::fs::read(&go).expect("read");
-    let out = run_binary(&["--addr", "127.0.0.1:0", "--db", go.to_str().expect("path")]);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let stderr = refused_start(&go);
     assert!(
         stderr.contains("Go bitmapist-server") && stderr.contains("import-bolt"),
         "{stderr}"
@@ -366,14 +367,7 @@ fn foreign_files_are_refused_unchanged() {
     // Something else entirely.
     let other = dir.path().join("notes.txt");
     std::fs::write(&other, vec![b'x'; 10_000]).expect("write");
-    let out = run_binary(&[
-        "--addr",
-        "127.0.0.1:0",
-        "--db",
-        other.to_str().expect("path"),
-    ]);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let stderr = refused_start(&other);
     assert!(
         stderr.contains("not a bitmapist-server database"),
         "{stderr}"
@@ -394,14 +388,7 @@ fn foreign_files_are_refused_unchanged() {
         p[192..196].copy_from_slice(&sum.to_le_bytes());
     }
     std::fs::write(&newer, &bytes).expect("write");
-    let out = run_binary(&[
-        "--addr",
-        "127.0.0.1:0",
-        "--db",
-        newer.to_str().expect("path"),
-    ]);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let stderr = refused_start(&newer);
     assert!(stderr.contains("newer bitmapist-server"), "{stderr}");
 }
 
@@ -707,19 +694,11 @@ fn damage_before_a_later_log_segment_is_refused_a_torn_last_segment_is_cut() {
     bytes[middle] ^= 0x55;
     std::fs::write(&last, &bytes).expect("write segment");
     // A valid, empty next segment: the damaged one is no longer the last.
-    let mut header = vec![0u8; 32];
-    header[0..8].copy_from_slice(b"BMWAL\0\0\x01");
-    header[8..12].copy_from_slice(&1u32.to_le_bytes());
-    header[16..24].copy_from_slice(&(seq + 1).to_le_bytes());
-    let sum = crc32c(&header[..24]);
-    header[24..28].copy_from_slice(&sum.to_le_bytes());
-    let next = dir.path().join(format!("bitmapist.db-wal.{:020}", seq + 1));
+    let header = bitmapist_server::storage::wal::encode_header(seq + 1);
+    let next = bitmapist_server::storage::wal::segment_path(&db, seq + 1);
     std::fs::write(&next, &header).expect("write the next segment");
 
-    let db_arg = db.to_str().expect("path");
-    let out = run_binary(&["--addr", "127.0.0.1:0", "--db", db_arg]);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let stderr = refused_start(&db);
     assert!(
         stderr.contains("is damaged") && stderr.contains("refusing to replay"),
         "{stderr}"
