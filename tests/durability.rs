@@ -696,7 +696,7 @@ fn damage_before_a_later_log_segment_is_refused_a_torn_last_segment_is_cut() {
     // A valid, empty next segment: the damaged one is no longer the last.
     let header = bitmapist_server::storage::wal::encode_header(seq + 1);
     let next = bitmapist_server::storage::wal::segment_path(&db, seq + 1);
-    std::fs::write(&next, &header).expect("write the next segment");
+    std::fs::write(&next, header).expect("write the next segment");
 
     let stderr = refused_start(&db);
     assert!(
