@@ -2,8 +2,8 @@
 //! writers loses no acknowledged write; restarts keep values, lengths and
 //! TTLs; a torn log tail is cut; a corrupt payload is an error for its key
 //! only; a full disk refuses writes (MISCONF) while reads work, and writes
-//! resume when space returns; a second process and foreign files are
-//! refused with clear messages.
+//! resume when space returns; a second process (on the same file or the same
+//! port) and foreign files are refused with clear messages.
 
 mod common;
 
@@ -340,6 +340,51 @@ fn a_second_process_on_the_same_file_is_refused() {
     let _server = ServerProcess::bitmapist_at(&db, &[]);
     let stderr = refused_start(&db);
     assert!(stderr.contains("in use by another"), "{stderr}");
+}
+
+/// A second server started on a port in use (with another database) must
+/// fail to bind, not join the port and take some of the first one's
+/// connections (SO_REUSEPORT alone would let it).
+#[test]
+fn a_second_server_on_the_same_port_is_refused() {
+    let first = ServerProcess::bitmapist(&["--threads", "2"]);
+    first.connect().call(&["SET", "owner", "first"]);
+    let other = tempfile::tempdir().expect("temp dir");
+    let addr = format!("127.0.0.1:{}", first.port());
+    let other_db = db_in(other.path());
+    let mut second = std::process::Command::new(env!("CARGO_BIN_EXE_bitmapist-server"))
+        .args(["--addr", &addr, "--threads", "2", "--db"])
+        .arg(&other_db)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run the server binary");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = second.try_wait().expect("wait for the second server") {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = second.kill();
+            let _ = second.wait();
+            panic!("a second server started on port {}", first.port());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(
+        &mut second.stderr.take().expect("piped stderr"),
+        &mut stderr,
+    )
+    .expect("read stderr");
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("Address already in use"), "{stderr}");
+    for _ in 0..32 {
+        let reply = first.connect().call(&["GET", "owner"]);
+        assert_eq!(
+            reply, b"$5\r\nfirst\r\n",
+            "a connection reached another server"
+        );
+    }
 }
 
 fn fixture() -> PathBuf {

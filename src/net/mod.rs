@@ -1,5 +1,6 @@
 //! Networking: binds the listening sockets (one per thread and address, with
-//! SO_REUSEPORT so the kernel spreads connections), probes io_uring, and
+//! SO_REUSEPORT so the kernel spreads connections, after checking that no
+//! other process listens there), probes io_uring, and
 //! runs one tokio-uring runtime per thread, each accepting and serving its
 //! own connections. Network threads never write files.
 
@@ -131,8 +132,25 @@ pub fn resolve(addr: &str) -> Result<Vec<SocketAddr>, StartError> {
 }
 
 /// A listening socket with SO_REUSEPORT set, so several threads can each
-/// listen on the same address.
+/// listen on the same address (the kernel spreads connections evenly by
+/// their addresses).
 fn reuseport_listener(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    listening_socket(addr, true)
+}
+
+/// Fails when something already listens on `addr`. SO_REUSEPORT alone would
+/// let a second server (another database, say) join this one's port and
+/// silently take half its connections; this bind without it fails instead,
+/// as a second redis-server's does. The probe is closed before the real
+/// sockets bind (a start at the same instant could still slip between).
+fn check_port_free(addr: SocketAddr) -> std::io::Result<()> {
+    if addr.port() == 0 {
+        return Ok(());
+    }
+    listening_socket(addr, false).map(drop)
+}
+
+fn listening_socket(addr: SocketAddr, reuse_port: bool) -> std::io::Result<TcpListener> {
     let family = if addr.is_ipv4() {
         AddressFamily::Inet
     } else {
@@ -140,7 +158,9 @@ fn reuseport_listener(addr: SocketAddr) -> std::io::Result<TcpListener> {
     };
     let fd = socket::socket(family, SockType::Stream, SockFlag::SOCK_CLOEXEC, None)?;
     socket::setsockopt(&fd, sockopt::ReuseAddr, &true)?;
-    socket::setsockopt(&fd, sockopt::ReusePort, &true)?;
+    if reuse_port {
+        socket::setsockopt(&fd, sockopt::ReusePort, &true)?;
+    }
     if addr.is_ipv6() {
         socket::setsockopt(&fd, sockopt::Ipv6V6Only, &true)?;
     }
@@ -162,7 +182,7 @@ fn bind_all(addrs: &[SocketAddr], threads: usize) -> Result<Vec<Vec<TcpListener>
     let mut per_thread: Vec<Vec<TcpListener>> = (0..threads).map(|_| Vec::new()).collect();
     let mut bound = Vec::new();
     for (i, &requested) in addrs.iter().enumerate() {
-        let first = match reuseport_listener(requested) {
+        let first = match check_port_free(requested).and_then(|()| reuseport_listener(requested)) {
             Ok(l) => l,
             // A second address of a name (say ::1 for localhost on a host
             // without IPv6) is optional; the first one is not.
