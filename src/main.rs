@@ -122,11 +122,10 @@ fn spawn_housekeeping(server: Arc<Server>) -> std::io::Result<()> {
             let mut trimmer = memory::Trimmer::default();
             loop {
                 std::thread::sleep(Duration::from_millis(100));
-                let released = {
-                    let mut ks = server.keyspace();
-                    ks.sweep_expired(keyspace::now_ms(), 200);
-                    ks.cache().released_bytes
-                };
+                let mut ks = server.keyspace();
+                ks.sweep_expired(keyspace::now_ms(), 200);
+                let released = ks.cache().released_bytes;
+                drop(ks);
                 if trimmer.due(released) {
                     memory::trim();
                 }

@@ -17,7 +17,6 @@ use crate::storage::log::{FsyncPolicy, Log};
 use crate::storage::pagefile::{encode_payload, Committed, MapFile, NewValue, PageFile};
 use crate::storage::wal;
 use crate::storage::StorageError;
-use std::collections::HashSet;
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, Receiver, Sender};
@@ -542,7 +541,7 @@ impl Checkpointer {
         let done = write_layer(&mut self.file, frozen, base, seq)?;
         self.server
             .keyspace()
-            .checkpoint_committed(done.committed, done.written, &done.released);
+            .checkpoint_committed(done.committed, done.written);
         Ok(done.changes)
     }
 }
@@ -550,10 +549,8 @@ impl Checkpointer {
 /// What a checkpoint produced, for publishing.
 pub struct Written {
     pub committed: Arc<Committed>,
-    /// The values written, with their cache identities.
-    pub written: Vec<(crate::keyspace::PayloadId, Arc<BitString>)>,
-    /// First pages of the runs the checkpoint released.
-    pub released: HashSet<u64>,
+    /// The values written, with their new directory entries.
+    pub written: Vec<crate::keyspace::WrittenValue>,
     pub changes: usize,
 }
 
@@ -610,23 +607,25 @@ pub fn write_layer<F: MapFile>(
     }
     changes.sort_by(|a, b| a.0.cmp(&b.0));
     let count = changes.len();
-    let (_, released) = file.checkpoint(base, changes, seq)?;
+    file.checkpoint(base, changes, seq)?;
     let committed = Arc::new(file.committed()?);
-    // The values just written are now committed: cache them under their
-    // new payload locations.
+    // The values just written are now committed: cache them with their
+    // new directory entries.
     let mut written = Vec::with_capacity(loaded.len());
-    for (ckey, value) in loaded {
+    for (mut ckey, value) in loaded {
         if let Some(meta) = committed.lookup(&ckey)? {
-            written.push((
-                crate::keyspace::payload_id(ckey[0] as usize, &ckey[1..], &meta),
+            let db = usize::from(ckey.remove(0));
+            written.push(crate::keyspace::WrittenValue {
+                db,
+                key: ckey,
+                meta,
                 value,
-            ));
+            });
         }
     }
     Ok(Written {
         committed,
         written,
-        released,
         changes: count,
     })
 }
@@ -765,7 +764,7 @@ mod tests {
         let frozen = ks.freeze();
         let base = ks.committed().clone();
         let done = write_layer(file, &frozen, &base, seq).expect("checkpoint");
-        ks.checkpoint_committed(done.committed, done.written, &done.released);
+        ks.checkpoint_committed(done.committed, done.written);
     }
 
     /// Found by the model test: two strings with equal bits but different
@@ -1001,7 +1000,7 @@ mod tests {
                             log.clear();
                             let done = write_layer(&mut file, &frozen, &base, seq).expect("checkpoint");
                             seq += 1;
-                            subject.keyspace().checkpoint_committed(done.committed, done.written, &done.released);
+                            subject.keyspace().checkpoint_committed(done.committed, done.written);
                         }
                         Step::Crash => {
                             // kill -9: the page cache survives; the log is replayed.

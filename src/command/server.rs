@@ -218,7 +218,7 @@ fn write_section(ctx: &mut Ctx<'_>, section: &str, t: &mut String) {
             );
             let (hits, misses, evictions, sync_loads) =
                 (ks.cache().hits, ks.cache().misses, ks.cache().evictions, ks.sync_loads);
-            let memo_keys = ks.directory_memo_keys();
+            let entries = ks.cache().entries();
             write!(
                 t,
                 "# Memory\r\nused_memory:{rss}\r\nused_memory_human:{:.2}M\r\nused_memory_rss:{rss}\r\n\
@@ -226,7 +226,7 @@ fn write_section(ctx: &mut Ctx<'_>, section: &str, t: &mut String) {
                  cache_bytes:{cache_bytes}\r\ncache_budget_bytes:{budget}\r\ncache_keys:{cached}\r\n\
                  cache_hits:{hits}\r\ncache_misses:{misses}\r\ncache_evictions:{evictions}\r\n\
                  cache_sync_loads:{sync_loads}\r\ndirty_bytes:{dirty}\r\n\
-                 directory_memo_keys:{memo_keys}\r\n",
+                 cache_entries:{entries}\r\n",
                 rss as f64 / 1048576.0,
                 rss as f64 / 1048576.0
             )

@@ -59,7 +59,7 @@ fn import_into(from: &Path, to: &Path) -> Result<ImportSummary, String> {
             let base = ks.committed().clone();
             let done = write_layer(file, &frozen, &base, *seq)
                 .map_err(|e| format!("writing {}: {e}", to.display()))?;
-            ks.checkpoint_committed(done.committed, done.written, &done.released);
+            ks.checkpoint_committed(done.committed, done.written);
             *seq += 1;
             Ok(())
         };

@@ -1,44 +1,150 @@
-//! The value cache: decoded bitmaps of committed payload extents, least
-//! recently used evicted first, bounded in bytes. Entries are keyed by the
-//! payload's first page and checksum, so a key renamed or rewritten never
-//! finds another payload's value. Only clean values live here: a value
-//! changed since the last checkpoint lives in the keyspace's overlay until
-//! the checkpoint commits it.
+//! The cache of committed keys: for each recently used key, what the
+//! directory B+tree says of it (its entry, or that it has none) and, once
+//! decoded, its value. One LRU (lru crate) keyed by database and key and
+//! bounded in bytes by `--cache-size`, so a hot key costs one hash lookup:
+//! no B+tree walk and no second map for its value.
+//!
+//! Only the committed state lives here. A key changed since the last
+//! checkpoint is answered by the keyspace's overlay, and the checkpoint that
+//! commits the change forgets the key here (`forget`, `forget_db`). A value
+//! is only ever used with the directory entry it was decoded from (same
+//! location, checksum and length), so an overlay entry that points at
+//! another key's payload (a renamed key) never picks up a wrong value.
+//!
+//! A hit does not relink the LRU list (that would touch two more nodes, and
+//! lookups are bound by memory latency): it sets the entry's `used` flag,
+//! and eviction gives a flagged entry a second chance at the recent end
+//! instead of dropping it (the CLOCK approximation of LRU). Short keys are
+//! stored inside the LRU node, so comparing them touches no other memory.
 
 use super::BitString;
+use crate::storage::btree::{EntryMeta, Payload};
+use foldhash::fast::RandomState;
 use lru::LruCache;
 use std::sync::Arc;
 
-/// Bytes counted for one cached entry besides its bitmap (map node, key
-/// allocation, Arc header).
-const ENTRY_OVERHEAD: usize = 96;
+/// Bytes counted for one entry besides its key, inline payload and value
+/// (the LRU node and its map slot, the key allocation, the Arc header).
+const ENTRY_OVERHEAD: usize = 160;
+
+/// A cache key: the database number byte followed by the key; up to 22
+/// bytes are kept inline.
+#[derive(Clone)]
+enum CacheKey {
+    Inline { len: u8, bytes: [u8; INLINE_KEY] },
+    Heap(Box<[u8]>),
+}
+
+const INLINE_KEY: usize = 22;
+
+impl CacheKey {
+    fn new(full: &[u8]) -> CacheKey {
+        if full.len() <= INLINE_KEY {
+            let mut bytes = [0; INLINE_KEY];
+            bytes[..full.len()].copy_from_slice(full);
+            CacheKey::Inline {
+                len: full.len() as u8,
+                bytes,
+            }
+        } else {
+            CacheKey::Heap(full.into())
+        }
+    }
+
+    fn as_slice(&self) -> &[u8] {
+        match self {
+            CacheKey::Inline { len, bytes } => &bytes[..usize::from(*len)],
+            CacheKey::Heap(b) => b,
+        }
+    }
+
+    /// Heap bytes besides the node.
+    fn heap_bytes(&self) -> usize {
+        match self {
+            CacheKey::Inline { .. } => 0,
+            CacheKey::Heap(b) => b.len(),
+        }
+    }
+}
+
+impl std::borrow::Borrow<[u8]> for CacheKey {
+    fn borrow(&self) -> &[u8] {
+        self.as_slice()
+    }
+}
+
+// Hash and equality are the byte slice's, as `Borrow` requires.
+impl std::hash::Hash for CacheKey {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.as_slice().hash(state)
+    }
+}
+
+impl PartialEq for CacheKey {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_slice() == other.as_slice()
+    }
+}
+
+impl Eq for CacheKey {}
+
+/// What is held for one key.
+struct Held {
+    /// The key's committed directory entry; `None`: the key is not committed.
+    meta: Option<EntryMeta>,
+    /// The decoded value of `meta`'s payload.
+    value: Option<Arc<BitString>>,
+    /// Used since it last reached the old end of the list.
+    used: bool,
+}
+
+impl Held {
+    fn cost(&self, key: &CacheKey) -> usize {
+        let inline = match self.meta.as_ref().map(|m| &m.payload) {
+            Some(Payload::Inline(b)) => b.len(),
+            _ => 0,
+        };
+        let value = self.value.as_ref().map_or(0, |v| v.heap_bytes());
+        ENTRY_OVERHEAD + key.heap_bytes() + inline + value
+    }
+
+    fn value_of(&self, meta: &EntryMeta) -> Option<&Arc<BitString>> {
+        match (&self.meta, &self.value) {
+            (Some(held), Some(v)) if same_payload(held, meta) => Some(v),
+            _ => None,
+        }
+    }
+}
+
+/// Whether two directory entries describe the same payload bytes of the
+/// same string (the expiry may differ).
+pub fn same_payload(a: &EntryMeta, b: &EntryMeta) -> bool {
+    a.payload_crc == b.payload_crc && a.byte_len == b.byte_len && a.payload == b.payload
+}
 
 pub struct Cache {
-    lru: LruCache<PayloadId, Arc<BitString>>,
+    lru: LruCache<CacheKey, Held, RandomState>,
+    /// The lookup key being built (no allocation per lookup).
+    scratch: Vec<u8>,
     bytes: usize,
+    /// Entries holding a decoded value.
+    values: usize,
     budget: usize,
     pub hits: u64,
     pub misses: u64,
     pub evictions: u64,
-    /// Bytes of values dropped so far (evicted, removed or cleared): what
+    /// Bytes of entries dropped so far (evicted, forgotten or cleared): what
     /// the allocator may hand back to the system.
     pub released_bytes: u64,
-}
-
-/// A committed payload's identity: its location (see
-/// `keyspace::payload_id`), the checksum of its bytes, and the string's byte
-/// length (equal bits can belong to strings of different lengths).
-pub type PayloadId = (u64, u32, u64);
-
-fn cost(value: &BitString) -> usize {
-    value.heap_bytes() + ENTRY_OVERHEAD
 }
 
 impl Cache {
     pub fn new(budget: usize) -> Self {
         Cache {
-            lru: LruCache::unbounded(),
+            lru: LruCache::unbounded_with_hasher(RandomState::default()),
+            scratch: Vec::new(),
             bytes: 0,
+            values: 0,
             budget,
             hits: 0,
             misses: 0,
@@ -55,17 +161,65 @@ impl Cache {
         self.bytes
     }
 
+    /// Keys whose value is held decoded.
     pub fn len(&self) -> usize {
-        self.lru.len()
+        self.values
     }
 
     pub fn is_empty(&self) -> bool {
-        self.lru.is_empty()
+        self.values == 0
     }
 
-    /// The cached value of a payload, marking it recently used.
-    pub fn get(&mut self, key: PayloadId) -> Option<Arc<BitString>> {
-        match self.lru.get(&key) {
+    /// Keys held, with or without their value.
+    pub fn entries(&self) -> usize {
+        self.lru.len()
+    }
+
+    fn lookup_key(&mut self, db: usize, key: &[u8]) {
+        self.scratch.clear();
+        self.scratch.push(db as u8);
+        self.scratch.extend_from_slice(key);
+    }
+
+    /// The key's committed directory entry, if held (`Some(None)`: known
+    /// absent); marks it used.
+    pub fn entry(&mut self, db: usize, key: &[u8]) -> Option<Option<EntryMeta>> {
+        self.lookup_key(db, key);
+        let held = self.lru.peek_mut(self.scratch.as_slice())?;
+        held.used = true;
+        Some(held.meta.clone())
+    }
+
+    /// As `entry`, without marking the key used.
+    pub fn peek_entry(&mut self, db: usize, key: &[u8]) -> Option<Option<EntryMeta>> {
+        self.lookup_key(db, key);
+        self.lru
+            .peek(self.scratch.as_slice())
+            .map(|h| h.meta.clone())
+    }
+
+    /// Holds what a B+tree lookup said of the key (no value yet).
+    pub fn insert_entry(&mut self, db: usize, key: &[u8], meta: Option<EntryMeta>) {
+        self.put(
+            db,
+            key,
+            Held {
+                meta,
+                value: None,
+                used: false,
+            },
+        );
+    }
+
+    /// The decoded value of the key's payload `meta`, if held (the lookup
+    /// of its entry just before marked the key used).
+    pub fn value(&mut self, db: usize, key: &[u8], meta: &EntryMeta) -> Option<Arc<BitString>> {
+        self.lookup_key(db, key);
+        match self
+            .lru
+            .peek(self.scratch.as_slice())
+            .and_then(|h| h.value_of(meta))
+        {
             Some(v) => {
                 self.hits += 1;
                 Some(v.clone())
@@ -77,52 +231,143 @@ impl Cache {
         }
     }
 
-    pub fn contains(&self, key: PayloadId) -> bool {
-        self.lru.contains(&key)
+    /// Whether the value of the key's payload `meta` is held (not counted
+    /// as a use).
+    pub fn has_value(&mut self, db: usize, key: &[u8], meta: &EntryMeta) -> bool {
+        self.lookup_key(db, key);
+        self.lru
+            .peek(self.scratch.as_slice())
+            .is_some_and(|h| h.value_of(meta).is_some())
     }
 
-    /// Caches a clean value, evicting least recently used ones beyond the
-    /// budget (the new value itself stays even if it alone is larger).
-    pub fn put(&mut self, key: PayloadId, value: Arc<BitString>) {
-        let added = cost(&value);
-        if let Some(old) = self.lru.put(key, value) {
-            self.bytes -= cost(&old);
-            self.released_bytes += cost(&old) as u64;
+    /// Holds `value`, decoded from `meta`, if `meta` is the key's committed
+    /// entry held here; returns whether it was kept.
+    pub fn put_value(
+        &mut self,
+        db: usize,
+        key: &[u8],
+        meta: &EntryMeta,
+        value: Arc<BitString>,
+    ) -> bool {
+        self.lookup_key(db, key);
+        let Some((full, held)) = self.lru.get_key_value_mut(self.scratch.as_slice()) else {
+            return false;
+        };
+        if !held.meta.as_ref().is_some_and(|m| same_payload(m, meta)) {
+            return false;
         }
-        self.bytes += added;
+        let before = held.cost(full);
+        if held.value.is_none() {
+            self.values += 1;
+        }
+        held.value = Some(value);
+        let after = held.cost(full);
+        self.bytes = self.bytes - before + after;
+        self.evict();
+        true
+    }
+
+    /// Takes the value of the key's payload `meta` out (a command is about
+    /// to change it in the overlay, where no copy is then needed).
+    pub fn take_value(
+        &mut self,
+        db: usize,
+        key: &[u8],
+        meta: &EntryMeta,
+    ) -> Option<Arc<BitString>> {
+        self.lookup_key(db, key);
+        let (full, held) = self.lru.get_key_value_mut(self.scratch.as_slice())?;
+        held.value_of(meta)?;
+        let before = held.cost(full);
+        let value = held.value.take();
+        let after = held.cost(full);
+        self.values -= 1;
+        self.bytes -= before - after;
+        self.released_bytes += (before - after) as u64;
+        value
+    }
+
+    /// Holds the key's new committed entry and its value (a checkpoint just
+    /// wrote them).
+    pub fn insert_committed(
+        &mut self,
+        db: usize,
+        key: &[u8],
+        meta: EntryMeta,
+        value: Arc<BitString>,
+    ) {
+        self.put(
+            db,
+            key,
+            Held {
+                meta: Some(meta),
+                value: Some(value),
+                used: false,
+            },
+        );
+    }
+
+    fn put(&mut self, db: usize, key: &[u8], held: Held) {
+        self.forget(db, key);
+        self.lookup_key(db, key);
+        let full = CacheKey::new(&self.scratch);
+        self.bytes += held.cost(&full);
+        if held.value.is_some() {
+            self.values += 1;
+        }
+        self.lru.put(full, held);
+        self.evict();
+    }
+
+    /// Drops the least recently used entries beyond the budget (the newest
+    /// entry stays even if it alone is larger). An entry used since it was
+    /// last looked at here goes back to the recent end instead, once.
+    fn evict(&mut self) {
+        let mut second_chances = self.lru.len();
         while self.bytes > self.budget && self.lru.len() > 1 {
-            match self.lru.pop_lru() {
-                Some((_, v)) => {
-                    self.bytes -= cost(&v);
-                    self.released_bytes += cost(&v) as u64;
-                    self.evictions += 1;
-                }
-                None => break,
+            let Some((key, mut held)) = self.lru.pop_lru() else {
+                break;
+            };
+            if held.used && second_chances > 0 {
+                second_chances -= 1;
+                held.used = false;
+                self.lru.put(key, held);
+                continue;
             }
+            self.dropped(&key, &held);
+            self.evictions += 1;
         }
     }
 
-    pub fn remove(&mut self, key: PayloadId) -> Option<Arc<BitString>> {
-        let v = self.lru.pop(&key)?;
-        self.bytes -= cost(&v);
-        self.released_bytes += cost(&v) as u64;
-        Some(v)
+    fn dropped(&mut self, key: &CacheKey, held: &Held) {
+        let cost = held.cost(key);
+        self.bytes -= cost;
+        self.released_bytes += cost as u64;
+        if held.value.is_some() {
+            self.values -= 1;
+        }
     }
 
-    /// Drops every cached payload that starts at one of `pages` (they were
-    /// released and may be reused).
-    pub fn forget_pages(&mut self, pages: &std::collections::HashSet<u64>) {
-        if pages.is_empty() {
-            return;
+    /// Forgets a key (its committed entry changed).
+    pub fn forget(&mut self, db: usize, key: &[u8]) {
+        self.lookup_key(db, key);
+        if let Some((full, held)) = self.lru.pop_entry(self.scratch.as_slice()) {
+            self.dropped(&full, &held);
         }
-        let stale: Vec<PayloadId> = self
+    }
+
+    /// Forgets every key of a database (it was flushed).
+    pub fn forget_db(&mut self, db: usize) {
+        let keys: Vec<CacheKey> = self
             .lru
             .iter()
-            .map(|(k, _)| *k)
-            .filter(|k| pages.contains(&k.0))
+            .filter(|(k, _)| k.as_slice().first() == Some(&(db as u8)))
+            .map(|(k, _)| k.clone())
             .collect();
-        for k in stale {
-            self.remove(k);
+        for k in keys {
+            if let Some(held) = self.lru.pop(k.as_slice()) {
+                self.dropped(&k, &held);
+            }
         }
     }
 
@@ -130,6 +375,7 @@ impl Cache {
         self.lru.clear();
         self.released_bytes += self.bytes as u64;
         self.bytes = 0;
+        self.values = 0;
     }
 }
 
@@ -145,28 +391,90 @@ mod tests {
         Arc::new(v)
     }
 
+    fn meta(page: u64, crc: u32) -> EntryMeta {
+        EntryMeta {
+            byte_len: 100,
+            cardinality: 1,
+            expire_at: 0,
+            payload_crc: crc,
+            payload: Payload::Extent {
+                page,
+                pages: 1,
+                len: 10,
+            },
+        }
+    }
+
     #[test]
     fn stays_within_budget_and_evicts_lru_first() {
         let mut c = Cache::new(20_000);
         for i in 0..100u32 {
-            c.put((u64::from(i), 7, 1), value(1000));
-            assert!(c.bytes() <= 20_000 || c.len() == 1);
+            let key = i.to_be_bytes();
+            let m = meta(u64::from(i), 7);
+            c.insert_committed(0, &key, m, value(1000));
+            assert!(c.bytes() <= 20_000 || c.entries() == 1);
         }
         assert!(c.len() < 100);
-        assert!(c.get((99, 7, 1)).is_some());
-        assert!(c.get((0, 7, 1)).is_none());
+        assert!(c.value(0, &99u32.to_be_bytes(), &meta(99, 7)).is_some());
+        assert!(c.value(0, &0u32.to_be_bytes(), &meta(0, 7)).is_none());
         assert!(c.evictions > 0);
     }
 
     #[test]
-    fn replacing_and_removing_keep_the_byte_count() {
+    fn a_used_entry_gets_a_second_chance_and_long_keys_work() {
+        let mut c = Cache::new(4 * (ENTRY_OVERHEAD + 100));
+        let long = [b'x'; 40];
+        c.insert_entry(0, &long, None);
+        c.insert_entry(0, b"old", None);
+        c.insert_entry(0, b"b", None);
+        // `long` is the least recent, but used: "old" goes first.
+        assert_eq!(c.entry(0, &long), Some(None));
+        c.insert_committed(0, b"big", meta(1, 1), value(2000));
+        assert_eq!(c.peek_entry(0, b"old"), None);
+        assert_eq!(c.peek_entry(0, &long), Some(None));
+        assert!(c.evictions >= 1);
+        c.forget(0, &long);
+        assert_eq!(c.peek_entry(0, &long), None);
+    }
+
+    #[test]
+    fn a_value_is_used_only_with_its_own_entry() {
         let mut c = Cache::new(1 << 20);
-        c.put((1, 1, 1), value(10));
-        c.put((1, 1, 1), value(2000));
-        c.put((2, 1, 1), value(5));
-        c.forget_pages(&[2].into_iter().collect());
-        assert!(c.remove((1, 1, 1)).is_some());
-        assert!(c.remove((2, 1, 1)).is_none());
+        c.insert_committed(0, b"k", meta(5, 1), value(10));
+        // Another payload (a renamed key's) under the same key finds nothing.
+        assert!(c.value(0, b"k", &meta(6, 1)).is_none());
+        assert!(c.value(0, b"k", &meta(5, 2)).is_none());
+        assert!(c.value(1, b"k", &meta(5, 1)).is_none());
+        assert!(c.value(0, b"k", &meta(5, 1)).is_some());
+        // A value decoded from another payload is not kept.
+        assert!(!c.put_value(0, b"k", &meta(6, 1), value(3)));
+        assert!(!c.put_value(0, b"absent", &meta(5, 1), value(3)));
+        c.insert_entry(0, b"e", Some(meta(9, 9)));
+        assert!(!c.has_value(0, b"e", &meta(9, 9)));
+        assert!(c.put_value(0, b"e", &meta(9, 9), value(3)));
+        assert!(c.has_value(0, b"e", &meta(9, 9)));
+        assert_eq!(c.len(), 2);
+    }
+
+    #[test]
+    fn replacing_taking_and_forgetting_keep_the_byte_count() {
+        let mut c = Cache::new(1 << 20);
+        c.insert_committed(0, b"a", meta(1, 1), value(10));
+        c.insert_committed(0, b"a", meta(1, 1), value(2000));
+        c.insert_committed(0, b"b", meta(2, 1), value(5));
+        c.insert_committed(3, b"c", meta(3, 1), value(5));
+        c.insert_entry(3, b"d", None);
+        assert_eq!(c.entry(3, b"d"), Some(None));
+        assert!(c.take_value(0, b"a", &meta(1, 1)).is_some());
+        assert!(c.take_value(0, b"a", &meta(1, 1)).is_none());
+        assert_eq!(c.entry(0, b"a"), Some(Some(meta(1, 1))));
+        c.forget_db(3);
+        assert_eq!(c.entry(3, b"d"), None);
+        assert_eq!(c.entries(), 2);
+        assert_eq!(c.len(), 1);
+        c.forget(0, b"b");
+        c.forget(0, b"a");
         assert_eq!(c.bytes(), 0);
+        assert_eq!(c.len(), 0);
     }
 }

@@ -8,7 +8,8 @@
 //! - the *committed* state: the directory B+tree of the database file, read
 //!   through its read-only mapping.
 //!
-//! Committed payloads are decoded on demand into a byte-bounded LRU cache.
+//! Committed keys are looked up in the directory once and then held, with
+//! their values decoded on demand, in a byte-bounded LRU cache.
 //! Metadata (length, cardinality, expiry) comes from the directory entry, so
 //! STRLEN, EXISTS, TYPE, TTL, BITCOUNT without a range, DBSIZE, KEYS and SCAN
 //! never decode a bitmap. Owns lazy and active expiry, ordered iteration for
@@ -17,19 +18,16 @@
 pub mod bitstring;
 pub mod cache;
 pub mod glob;
-mod memo;
 pub mod slots;
 
 use crate::storage::btree::{self, dir_key, EntryMeta, Payload};
 use crate::storage::pagefile::Committed;
 use crate::storage::StorageError;
 use cache::Cache;
-use std::collections::HashSet;
 use std::ops::{Bound, ControlFlow};
 use std::sync::Arc;
 
 pub use bitstring::{BitOp, BitString, RangeUnit};
-pub use cache::PayloadId;
 
 /// Number of databases, as Redis's default `databases 16`.
 pub const DATABASES: usize = 16;
@@ -163,27 +161,25 @@ impl Layer {
 /// A key that a command needs decoded but whose payload is on disk.
 #[derive(Clone, Debug)]
 pub struct ColdValue {
+    pub db: usize,
+    pub key: Vec<u8>,
     pub meta: EntryMeta,
-    /// Where the decoded value goes in the cache.
-    pub id: PayloadId,
 }
 
-/// The cache identity of a committed payload: an extent by its first page
-/// and checksum; an inline payload by a hash of its key (top bit set, so it
-/// never equals a page number) and its checksum; both with the string's
-/// byte length. Equal identities mean equal payload bytes (same checksum)
-/// and equal lengths, so a renamed key never finds another value.
-pub fn payload_id(db: usize, key: &[u8], meta: &EntryMeta) -> PayloadId {
-    match meta.payload {
-        Payload::Extent { page, .. } => (page, meta.payload_crc, meta.byte_len),
-        Payload::Inline(_) => {
-            use std::hash::BuildHasher;
-            static SEED: std::sync::LazyLock<foldhash::quality::RandomState> =
-                std::sync::LazyLock::new(Default::default);
-            let h = SEED.hash_one((db as u8, key));
-            (h | (1 << 63), meta.payload_crc, meta.byte_len)
-        }
-    }
+/// Whether a cache lookup marks the key recently used (`Peek`: a second
+/// look in the same request, whose other look does).
+#[derive(Clone, Copy)]
+enum Use {
+    Touch,
+    Peek,
+}
+
+/// A value a checkpoint wrote, with its new directory entry.
+pub struct WrittenValue {
+    pub db: usize,
+    pub key: Vec<u8>,
+    pub meta: EntryMeta,
+    pub value: Arc<BitString>,
 }
 
 /// Where a SCAN iteration stands: the database and the last key visited.
@@ -198,9 +194,9 @@ pub struct Keyspace {
     top: Layer,
     frozen: Option<Arc<Layer>>,
     committed: Arc<Committed>,
-    /// Recent committed directory lookups (see `committed_entry`).
-    memo: std::cell::RefCell<memo::Memo>,
-    cache: Cache,
+    /// Committed directory entries and decoded values of recently used keys
+    /// (a cell: plain lookups through `physical` take `&self`).
+    cache: std::cell::RefCell<Cache>,
     cursors: lru::LruCache<u64, ScanPosition>,
     next_cursor: u64,
     /// Where the active expiry sweep resumes (a directory key).
@@ -228,9 +224,7 @@ impl Keyspace {
             top: Layer::default(),
             frozen: None,
             committed,
-            // An eighth of the cache budget for directory entries.
-            memo: std::cell::RefCell::new(memo::Memo::new(cache_budget / 8)),
-            cache: Cache::new(cache_budget),
+            cache: std::cell::RefCell::new(Cache::new(cache_budget)),
             cursors: lru::LruCache::new(capacity),
             next_cursor: (seed % (1 << 40)) | 1,
             sweep_from: Vec::new(),
@@ -243,13 +237,8 @@ impl Keyspace {
         &self.committed
     }
 
-    pub fn cache(&self) -> &Cache {
-        &self.cache
-    }
-
-    /// Keys whose directory entry is memoized (see `memo`).
-    pub fn directory_memo_keys(&self) -> usize {
-        self.memo.borrow().len()
+    pub fn cache(&self) -> std::cell::Ref<'_, Cache> {
+        self.cache.borrow()
     }
 
     /// Bytes of changed values not yet written by a checkpoint.
@@ -267,6 +256,10 @@ impl Keyspace {
 
     /// The newest physical entry of a key (expired or not), through the layers.
     fn physical(&self, db: usize, key: &[u8]) -> Result<Option<Entry>, StorageError> {
+        self.physical_as(db, key, Use::Touch)
+    }
+
+    fn physical_as(&self, db: usize, key: &[u8], use_: Use) -> Result<Option<Entry>, StorageError> {
         let top = &self.top.dbs[db];
         if let Some(slot) = top.slots.get(key) {
             return Ok(match slot {
@@ -289,18 +282,29 @@ impl Keyspace {
                 return Ok(None);
             }
         }
-        Ok(self.committed_entry(db, key)?.map(Entry::from_committed))
+        Ok(self
+            .committed_entry(db, key, use_)?
+            .map(Entry::from_committed))
     }
 
-    /// The committed directory entry of a key, through the memo of recent
-    /// lookups, so a hot key is not looked up in the B+tree again and again.
-    fn committed_entry(&self, db: usize, key: &[u8]) -> Result<Option<EntryMeta>, StorageError> {
-        let mut memo = self.memo.borrow_mut();
-        if let Some(found) = memo.get(db, key) {
+    /// The committed directory entry of a key, through the cache, so a hot
+    /// key is not looked up in the B+tree again and again.
+    fn committed_entry(
+        &self,
+        db: usize,
+        key: &[u8],
+        use_: Use,
+    ) -> Result<Option<EntryMeta>, StorageError> {
+        let mut cache = self.cache.borrow_mut();
+        let held = match use_ {
+            Use::Touch => cache.entry(db, key),
+            Use::Peek => cache.peek_entry(db, key),
+        };
+        if let Some(found) = held {
             return Ok(found);
         }
         let meta = self.committed.lookup(&dir_key(db, key))?;
-        memo.insert(db, key, meta.clone());
+        cache.insert_entry(db, key, meta.clone());
         Ok(meta)
     }
 
@@ -335,7 +339,17 @@ impl Keyspace {
 
     /// The live entry of a key; an expired one is deleted on the way.
     fn live(&mut self, db: usize, key: &[u8], now_ms: u64) -> Result<Option<Entry>, StorageError> {
-        match self.physical(db, key)? {
+        self.live_as(db, key, now_ms, Use::Touch)
+    }
+
+    fn live_as(
+        &mut self,
+        db: usize,
+        key: &[u8],
+        now_ms: u64,
+        use_: Use,
+    ) -> Result<Option<Entry>, StorageError> {
+        match self.physical_as(db, key, use_)? {
             Some(e) if e.is_expired(now_ms) => {
                 self.set_slot(db, key, Slot::Deleted)?;
                 self.expired_keys += 1;
@@ -352,21 +366,30 @@ impl Keyspace {
         key: &[u8],
         meta: &EntryMeta,
     ) -> Result<Arc<BitString>, StorageError> {
-        let id = payload_id(db, key, meta);
-        if let Some(v) = self.cache.get(id) {
+        if let Some(v) = self.cache.get_mut().value(db, key, meta) {
             return Ok(v);
         }
         if matches!(meta.payload, Payload::Extent { .. }) {
             self.sync_loads += 1;
         }
         let v = Arc::new(self.committed.load_value(meta)?);
-        self.cache.put(id, v.clone());
+        // Kept only if `meta` is the key's committed entry (not, say, a
+        // renamed key's payload in the overlay).
+        self.cache.get_mut().put_value(db, key, meta, v.clone());
         Ok(v)
     }
 
-    /// A payload read by a network thread: verified, then cached.
-    pub fn install(&mut self, id: PayloadId, value: Arc<BitString>) {
-        self.cache.put(id, value);
+    /// A payload read by a network thread (verified), cached if it is still
+    /// the key's committed payload (a checkpoint may have changed the key
+    /// while it was read without the lock).
+    pub fn install(&mut self, cold: &ColdValue, value: Arc<BitString>) {
+        if let Ok(Some(current)) = self.committed_entry(cold.db, &cold.key, Use::Peek) {
+            if cache::same_payload(&current, &cold.meta) {
+                self.cache
+                    .get_mut()
+                    .put_value(cold.db, &cold.key, &cold.meta, value);
+            }
+        }
     }
 
     /// If `key`'s value is a committed extent that is not cached, what to
@@ -378,16 +401,16 @@ impl Keyspace {
         key: &[u8],
         now_ms: u64,
     ) -> Result<Option<ColdValue>, StorageError> {
-        match self.live(db, key, now_ms)? {
+        // A look only: the command that follows marks the key used.
+        match self.live_as(db, key, now_ms, Use::Peek)? {
             Some(Entry {
                 value: Value::Stored(meta),
                 ..
             }) => match meta.payload {
-                Payload::Extent { page, .. }
-                    if !self.cache.contains((page, meta.payload_crc, meta.byte_len)) =>
-                {
+                Payload::Extent { .. } if !self.cache.get_mut().has_value(db, key, &meta) => {
                     Ok(Some(ColdValue {
-                        id: (page, meta.payload_crc, meta.byte_len),
+                        db,
+                        key: key.to_vec(),
                         meta,
                     }))
                 }
@@ -701,22 +724,27 @@ impl Keyspace {
         frozen
     }
 
-    /// A checkpoint committed `frozen`: publish the new committed state,
-    /// cache the values it wrote, and forget payloads whose pages it freed.
-    pub fn checkpoint_committed(
-        &mut self,
-        committed: Arc<Committed>,
-        written: Vec<(PayloadId, Arc<BitString>)>,
-        released_pages: &HashSet<u64>,
-    ) {
+    /// A checkpoint committed the frozen layer: publish the new committed
+    /// state, forget what the cache held of the keys it changed, and cache
+    /// the values it wrote under their new entries.
+    pub fn checkpoint_committed(&mut self, committed: Arc<Committed>, written: Vec<WrittenValue>) {
         self.committed = committed;
+        let cache = self.cache.get_mut();
         match self.frozen.take() {
-            Some(written_layer) => self.memo.borrow_mut().forget_written(&written_layer),
-            None => self.memo.borrow_mut().clear(),
+            Some(layer) => {
+                for (db, changes) in layer.dbs.iter().enumerate() {
+                    if changes.flushed {
+                        cache.forget_db(db);
+                    }
+                    for (key, _) in changes.slots.iter() {
+                        cache.forget(db, key);
+                    }
+                }
+            }
+            None => cache.clear(),
         }
-        self.cache.forget_pages(released_pages);
-        for (id, value) in written {
-            self.install(id, value);
+        for w in written {
+            cache.insert_committed(w.db, &w.key, w.meta, w.value);
         }
     }
 }
@@ -795,12 +823,11 @@ impl Db<'_> {
                     expire_at,
                 }) => {
                     // Take the cached copy out so the change below needs no clone.
-                    let id = payload_id(db, key, &meta);
-                    let v = match self.ks.cache.remove(id) {
+                    let v = match self.ks.cache.get_mut().take_value(db, key, &meta) {
                         Some(v) => v,
                         None => {
                             let v = self.ks.load(db, key, &meta)?;
-                            self.ks.cache.remove(id);
+                            self.ks.cache.get_mut().take_value(db, key, &meta);
                             v
                         }
                     };

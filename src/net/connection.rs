@@ -201,7 +201,7 @@ pub async fn serve(server: Arc<Server>, stream: TcpStream, peer: SocketAddr, loc
                 Next::Load(cold) => {
                     for c in &cold {
                         match read_cold(&server, c).await {
-                            Ok(value) => server.keyspace().install(c.id, Arc::new(value)),
+                            Ok(value) => server.keyspace().install(c, Arc::new(value)),
                             Err(e) => {
                                 tracing::error!(client = id, error = %e, "cannot read a payload");
                                 skip_cold = true;

@@ -386,28 +386,21 @@ impl<F: MapFile> PageFile<F> {
     /// segment `wal_seq` on is not included. Data pages are written and
     /// synced before the meta page, which is then synced. On error nothing
     /// committed changes and the allocator is as before. Returns the new
-    /// meta and the first pages of the runs it released (cached payloads
-    /// starting there are stale once those pages are reused).
+    /// meta.
     pub fn checkpoint(
         &mut self,
         base: &Committed,
         changes: Vec<(Vec<u8>, Option<NewValue>)>,
         wal_seq: u64,
-    ) -> Result<(Meta, std::collections::HashSet<u64>), StorageError> {
+    ) -> Result<Meta, StorageError> {
         let before = self.alloc.clone();
         let freelist_before = self.freelist_pages.clone();
         let result = self.write_checkpoint(base, changes, wal_seq);
         match result {
             Ok(meta) => {
-                let released = self
-                    .alloc
-                    .pending()
-                    .iter()
-                    .map(|(first, _)| *first)
-                    .collect();
                 self.alloc.commit();
                 self.meta = meta.clone();
-                Ok((meta, released))
+                Ok(meta)
             }
             Err(e) => {
                 self.alloc.abort(&before);
