@@ -74,6 +74,9 @@ struct State {
     segment_bytes: u64,
     /// Sequence number of the segment being appended to.
     segment_seq: u64,
+    /// The writer waits for work and nobody has woken it yet (so only the
+    /// first append after it went idle pays for a wake-up system call).
+    writer_idle: bool,
 }
 
 /// The log as the rest of the server sees it.
@@ -125,8 +128,11 @@ impl Log {
         }
         s.appended += wal::framed_len(payload.len()) as u64;
         let lsn = s.appended;
+        let wake = std::mem::take(&mut s.writer_idle);
         drop(s);
-        self.work.notify_one();
+        if wake {
+            self.work.notify_one();
+        }
         lsn
     }
 
@@ -240,11 +246,13 @@ impl Log {
                     if wait.is_zero() {
                         break;
                     }
+                    s.writer_idle = true;
                     s = self
                         .work
                         .wait_timeout(s, wait)
                         .map(|(g, _)| g)
                         .unwrap_or_else(|e| e.into_inner().0);
+                    s.writer_idle = false;
                 }
                 if batch.is_empty() {
                     start = s.written.max(start);
