@@ -25,7 +25,7 @@ pub fn setbit(ctx: &mut Ctx<'_>, argv: &[&[u8]]) -> CmdResult {
         _ => return Err(CmdError::new("ERR bit is not an integer or out of range")),
     };
     let now = ctx.now;
-    let old = ctx.db().value_mut(argv[1], now)?.set_bit(offset, value);
+    let old = ctx.db().set_bit(argv[1], now, offset, value)?;
     ctx.out.int(i64::from(old));
     Ok(())
 }

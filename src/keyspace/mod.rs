@@ -109,6 +109,20 @@ pub struct LayerDb {
     /// Keys added minus removed relative to the layers below (or to zero
     /// when flushed).
     pub delta: i64,
+    /// Estimated bytes of the values held (see `Layer::value_bytes`).
+    pub value_bytes: usize,
+}
+
+/// Bytes counted for a slot in a layer's `value_bytes`.
+fn slot_bytes(slot: Option<&Slot>) -> usize {
+    match slot {
+        None => 0,
+        Some(Slot::Present(Entry {
+            value: Value::Loaded(v),
+            ..
+        })) => v.heap_bytes() + 64,
+        Some(_) => 64,
+    }
 }
 
 /// A set of changes to all databases.
@@ -130,19 +144,13 @@ impl Layer {
         self.dbs.iter().all(|d| d.slots.is_empty() && !d.flushed)
     }
 
-    /// Bytes of decoded values held (the dirty data a checkpoint must write).
+    /// Bytes of decoded values held (the dirty data a checkpoint must
+    /// write), kept as a running estimate so that asking costs nothing: a
+    /// value is measured when it enters or leaves the layer, and a bit set
+    /// in place counts two bytes (what it adds to a sparse container; dense
+    /// ones grow less, so this errs towards checkpointing early).
     pub fn value_bytes(&self) -> usize {
-        self.dbs
-            .iter()
-            .flat_map(|d| d.slots.values())
-            .map(|s| match s {
-                Slot::Present(Entry {
-                    value: Value::Loaded(v),
-                    ..
-                }) => v.heap_bytes() + 64,
-                _ => 64,
-            })
-            .sum()
+        self.dbs.iter().map(|d| d.value_bytes).sum()
     }
 
     /// Puts `upper`'s changes on top of this layer's.
@@ -152,6 +160,9 @@ impl Layer {
                 *lower = upper;
             } else {
                 lower.delta += upper.delta;
+                // Keys in both are counted twice: an overestimate until the
+                // merged layer is checkpointed.
+                lower.value_bytes += upper.value_bytes;
                 lower.slots.extend(upper.slots);
             }
         }
@@ -193,6 +204,9 @@ struct ScanPosition {
 pub struct Keyspace {
     top: Layer,
     frozen: Option<Arc<Layer>>,
+    /// The committed state already includes the frozen layer (a checkpoint
+    /// is being published): its key counts are not added again.
+    frozen_committed: bool,
     committed: Arc<Committed>,
     /// Committed directory entries and decoded values of recently used keys
     /// (a cell: plain lookups through `physical` take `&self`).
@@ -223,6 +237,7 @@ impl Keyspace {
         Keyspace {
             top: Layer::default(),
             frozen: None,
+            frozen_committed: false,
             committed,
             cache: std::cell::RefCell::new(Cache::new(cache_budget)),
             cursors: lru::LruCache::new(capacity),
@@ -310,6 +325,15 @@ impl Keyspace {
 
     /// Writes a slot into the overlay, keeping the key count right.
     fn set_slot(&mut self, db: usize, key: &[u8], slot: Slot) -> Result<(), StorageError> {
+        let bytes_before = slot_bytes(self.top.dbs[db].slots.get(key));
+        self.set_slot_counted(db, key, slot)?;
+        let layer = &mut self.top.dbs[db];
+        layer.value_bytes =
+            (layer.value_bytes + slot_bytes(layer.slots.get(key))).saturating_sub(bytes_before);
+        Ok(())
+    }
+
+    fn set_slot_counted(&mut self, db: usize, key: &[u8], slot: Slot) -> Result<(), StorageError> {
         let was = self.physical(db, key)?.is_some();
         let is = matches!(slot, Slot::Present(_));
         let layer = &mut self.top.dbs[db];
@@ -426,7 +450,8 @@ impl Keyspace {
         let top = &self.top.dbs[db];
         let mut n = top.delta;
         if !top.flushed {
-            match &self.frozen {
+            let frozen = self.frozen.as_ref().filter(|_| !self.frozen_committed);
+            match frozen {
                 Some(f) if f.dbs[db].flushed => n += f.dbs[db].delta,
                 Some(f) => n += f.dbs[db].delta + self.committed.meta.key_counts[db] as i64,
                 None => n += self.committed.meta.key_counts[db] as i64,
@@ -726,26 +751,59 @@ impl Keyspace {
 
     /// A checkpoint committed the frozen layer: publish the new committed
     /// state, forget what the cache held of the keys it changed, and cache
-    /// the values it wrote under their new entries.
+    /// the values it wrote under their new entries. All at once; a server
+    /// that keeps serving meanwhile uses the steps below instead.
     pub fn checkpoint_committed(&mut self, committed: Arc<Committed>, written: Vec<WrittenValue>) {
-        self.committed = committed;
-        let cache = self.cache.get_mut();
-        match self.frozen.take() {
+        self.publish_committed(committed);
+        match self.frozen.clone() {
             Some(layer) => {
                 for (db, changes) in layer.dbs.iter().enumerate() {
                     if changes.flushed {
-                        cache.forget_db(db);
+                        self.forget_cached_db(db);
                     }
                     for (key, _) in changes.slots.iter() {
-                        cache.forget(db, key);
+                        self.forget_cached(db, key);
                     }
                 }
             }
-            None => cache.clear(),
+            None => self.cache.get_mut().clear(),
         }
+        self.cache_written(written);
+        self.checkpoint_published();
+    }
+
+    /// Step 1 of publishing a checkpoint: the new committed state. The
+    /// frozen layer stays in front of it, so the keys the checkpoint changed
+    /// are still answered from there, never from what the cache held of
+    /// them before, until `checkpoint_published`. Meanwhile (lock released
+    /// between steps, so clients are served) the cache entries of those keys
+    /// are forgotten (`forget_cached`, `forget_cached_db`) and the values
+    /// written cached (`cache_written`), a bounded number of keys at a time.
+    pub fn publish_committed(&mut self, committed: Arc<Committed>) {
+        self.committed = committed;
+        self.frozen_committed = self.frozen.is_some();
+    }
+
+    pub fn forget_cached(&mut self, db: usize, key: &[u8]) {
+        self.cache.get_mut().forget(db, key);
+    }
+
+    pub fn forget_cached_db(&mut self, db: usize) {
+        self.cache.get_mut().forget_db(db);
+    }
+
+    pub fn cache_written(&mut self, written: impl IntoIterator<Item = WrittenValue>) {
+        let cache = self.cache.get_mut();
         for w in written {
             cache.insert_committed(w.db, &w.key, w.meta, w.value);
         }
+    }
+
+    /// The last step: the frozen layer is gone; the cache describes the new
+    /// committed state.
+    pub fn checkpoint_published(&mut self) {
+        self.frozen = None;
+        self.frozen_committed = false;
     }
 }
 
@@ -850,6 +908,22 @@ impl Db<'_> {
             })) => Ok(Arc::make_mut(v)),
             _ => Err(StorageError::corrupt("overlay entry vanished")),
         }
+    }
+
+    /// Sets or clears one bit (a missing key is created empty); returns the
+    /// bit's previous value.
+    pub fn set_bit(
+        &mut self,
+        key: &[u8],
+        now_ms: u64,
+        offset: u32,
+        value: bool,
+    ) -> Result<bool, StorageError> {
+        let old = self.value_mut(key, now_ms)?.set_bit(offset, value);
+        if old != value {
+            self.ks.top.dbs[self.index].value_bytes += 2;
+        }
+        Ok(old)
     }
 
     /// Stores a value, replacing any previous value and expiry.
@@ -1065,6 +1139,31 @@ pub mod tests {
         ks.db(1).flush();
         assert_eq!(ks.key_count(1), 0);
         assert!(ks.keys(1, b"*", 0).expect("keys").is_empty());
+    }
+
+    #[test]
+    fn dirty_bytes_follow_changes_without_walking_the_overlay() {
+        let mut ks = memory_keyspace();
+        assert_eq!(ks.dirty_bytes(), 0);
+        for i in 0..100u32 {
+            ks.db(0).set_bit(b"k", 0, i * 100, true).expect("setbit");
+        }
+        let after_bits = ks.dirty_bytes();
+        // Measured when the key entered (empty), then two bytes a bit.
+        assert!(after_bits >= 200, "{after_bits}");
+        ks.db(0).set_bit(b"k", 0, 0, true).expect("setbit");
+        assert_eq!(
+            ks.dirty_bytes(),
+            after_bits,
+            "an unchanged bit adds nothing"
+        );
+        // Every other bit of 32768: a bitmap container (8 KiB).
+        put(&mut ks, 1, "big", &[0x55; 4096]);
+        assert!(ks.dirty_bytes() >= after_bits + 4096);
+        ks.db(1).remove(b"big", 0).expect("del");
+        assert_eq!(ks.dirty_bytes(), after_bits);
+        ks.db(0).flush();
+        assert_eq!(ks.dirty_bytes(), 0);
     }
 
     #[test]
