@@ -387,6 +387,61 @@ fn a_second_server_on_the_same_port_is_refused() {
     }
 }
 
+/// A server started on the port of one just killed comes up: the killed
+/// one's listening socket lingers some milliseconds while the kernel tears
+/// down its io_uring, which the new start waits out instead of failing.
+#[test]
+fn a_restart_on_the_port_of_a_killed_server_comes_up() {
+    struct KillOnDrop(std::process::Child);
+    impl Drop for KillOnDrop {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let dir = tempfile::tempdir().expect("temp dir");
+    let db = db_in(dir.path());
+    let mut first = ServerProcess::bitmapist_at(&db, &[]);
+    let port = first.port();
+    first.connect().call(&["SET", "k", "v"]);
+    first.kill9();
+    let mut second = KillOnDrop(
+        std::process::Command::new(env!("CARGO_BIN_EXE_bitmapist-server"))
+            .args(["--addr", &format!("127.0.0.1:{port}"), "--db"])
+            .arg(&db)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("run the server binary"),
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let reply = loop {
+        // A connection can still land on the killed server's lingering
+        // socket, which resets it: try again.
+        if let Ok(stream) = std::net::TcpStream::connect(("127.0.0.1", port)) {
+            let mut client = RawClient::from_stream(stream, port);
+            let get = encode(&["GET", "k"]);
+            if let Ok(reply) = client.try_send(&get).and_then(|()| client.try_read_reply()) {
+                break reply;
+            }
+        }
+        if let Some(status) = second.0.try_wait().expect("wait for the server") {
+            let mut stderr = String::new();
+            if let Some(mut e) = second.0.stderr.take() {
+                let _ = std::io::Read::read_to_string(&mut e, &mut stderr);
+            }
+            panic!("the restarted server exited ({status}): {stderr}");
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the restarted server never answered"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    assert_eq!(reply, b"$1\r\nv\r\n");
+}
+
 fn fixture() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("../shared/fixtures/go-bitmapist-server/bitmapist.db")
