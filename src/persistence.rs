@@ -163,6 +163,24 @@ pub fn open(config: Config) -> Result<Arc<Server>, OpenError> {
         }
     }
 
+    // The log continues the committed state without a gap: segment
+    // `wal_seq` first (when any), then each next one, as the writer creates
+    // them. A gap means segments of another state, such as a backup restored
+    // next to the log of the database it replaced: replaying them would
+    // apply writes whose predecessors are missing.
+    for (expected, (seq, seg_path)) in (meta.wal_seq..).zip(&live) {
+        if *seq != expected {
+            return Err(OpenError::Log(format!(
+                "log segment {} does not continue the database (it expects segment {expected} \
+                 next): the segments beside it belong to another state of the database, for \
+                 example a newer one a restored backup replaced. Move {} and every later \
+                 segment aside to start from the database file alone",
+                seg_path.display(),
+                seg_path.display()
+            )));
+        }
+    }
+
     // The log starts out idle; replay does not append to it.
     let last = live.last().map(|(seq, _)| *seq);
     let (tx, rx) = mpsc::channel();
@@ -192,7 +210,7 @@ pub fn open(config: Config) -> Result<Arc<Server>, OpenError> {
         // never existed. Refuse, as Redis refuses an AOF damaged mid-file.
         if let (Some(damage), Some((next, _))) = (&stats.damage, live.get(i + 1)) {
             return Err(OpenError::Log(format!(
-                "log segment {} is damaged at byte {} ({damage}) and later segments                  (from {next}) follow it; refusing to replay around the gap. Keep a                  copy of the segments, then move {} and every later segment aside to                  start without their writes",
+                "log segment {} is damaged at byte {} ({damage}) and later segments (from {next}) follow it; refusing to replay around the gap. Keep a copy of the segments, then move {} and every later segment aside to start without their writes",
                 seg_path.display(),
                 stats.valid_len,
                 seg_path.display()

@@ -18,20 +18,34 @@ fn db_in(dir: &Path) -> PathBuf {
     dir.join("bitmapist.db")
 }
 
-fn run_binary(args: &[&str]) -> std::process::Output {
-    std::process::Command::new(env!("CARGO_BIN_EXE_bitmapist-server"))
-        .args(args)
-        .output()
-        .expect("run the server binary")
-}
-
-/// Starts the server on `db`, which must refuse to start (exit status 1);
-/// returns what it printed on stderr.
+/// Starts the server on `db`, which must refuse to start (exit status 1)
+/// within 10 s; returns what it printed on stderr.
 fn refused_start(db: &Path) -> String {
-    let db = db.to_str().expect("utf-8 path");
-    let out = run_binary(&["--addr", "127.0.0.1:0", "--db", db]);
-    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_bitmapist-server"))
+        .args(["--addr", "127.0.0.1:0", "--db"])
+        .arg(db)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run the server binary");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for the server") {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the server started on {} instead of refusing", db.display());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut stderr = String::new();
+    if let Some(mut e) = child.stderr.take() {
+        std::io::Read::read_to_string(&mut e, &mut stderr).expect("read stderr");
+    }
+    assert_eq!(status.code(), Some(1), "{stderr}");
     stderr
 }
 
@@ -440,6 +454,56 @@ fn a_restart_on_the_port_of_a_killed_server_comes_up() {
         std::thread::sleep(Duration::from_millis(5));
     };
     assert_eq!(reply, b"$1\r\nv\r\n");
+}
+
+/// A backup restored next to the log of the newer database it replaces is
+/// refused, not replayed with the segments between them missing; with the
+/// segments moved aside it starts with the backup's data.
+#[test]
+fn a_restored_backup_beside_a_newer_log_is_refused_until_it_is_moved_aside() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = db_in(dir.path());
+    let backup = dir.path().join("backup.db");
+    let flags = ["--checkpoint-interval", "100000", "--bak"];
+    let bak = backup.to_str().expect("utf-8 path");
+    {
+        let mut server = ServerProcess::bitmapist_at(&db, &[flags[0], flags[1], flags[2], bak]);
+        let mut client = server.connect();
+        assert_eq!(client.call(&["SET", "kept", "backup"]), b"+OK\r\n");
+        server.signal("USR1");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !backup.exists() {
+            assert!(Instant::now() < deadline, "no backup was written");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        // Checkpoints move the log on past the backup's segment, then more
+        // writes go to the newest segment.
+        for i in 0..3 {
+            client.call(&["SET", "later", &i.to_string()]);
+            assert_eq!(client.call(&["SAVE"]), b"+OK\r\n");
+        }
+        client.call(&["SET", "latest", "x"]);
+        server.kill9();
+    }
+    std::fs::copy(&backup, &db).expect("restore the backup");
+    let stderr = refused_start(&db);
+    assert!(
+        stderr.contains("does not continue the database"),
+        "{stderr}"
+    );
+    let aside = dir.path().join("aside");
+    std::fs::create_dir(&aside).expect("mkdir");
+    for entry in std::fs::read_dir(dir.path()).expect("list") {
+        let path = entry.expect("entry").path();
+        if path.to_string_lossy().contains("bitmapist.db-wal.") {
+            let name = path.file_name().expect("name").to_owned();
+            std::fs::rename(&path, aside.join(name)).expect("move aside");
+        }
+    }
+    let server = ServerProcess::bitmapist_at(&db, &[]);
+    let mut client = server.connect();
+    assert_eq!(client.call(&["GET", "kept"]), b"$6\r\nbackup\r\n");
+    assert_eq!(client.call(&["EXISTS", "later", "latest"]), b":0\r\n");
 }
 
 fn fixture() -> PathBuf {
