@@ -21,8 +21,15 @@ fn db_in(dir: &Path) -> PathBuf {
 /// Starts the server on `db`, which must refuse to start (exit status 1)
 /// within 10 s; returns what it printed on stderr.
 fn refused_start(db: &Path) -> String {
+    refused_start_with(db, "127.0.0.1:0", &[])
+}
+
+/// `refused_start` on address `addr` with extra flags.
+fn refused_start_with(db: &Path, addr: &str, extra: &[&str]) -> String {
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_bitmapist-server"))
-        .args(["--addr", "127.0.0.1:0", "--db"])
+        .args(["--addr", addr])
+        .args(extra)
+        .arg("--db")
         .arg(db)
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
@@ -366,31 +373,7 @@ fn a_second_server_on_the_same_port_is_refused() {
     let other = tempfile::tempdir().expect("temp dir");
     let addr = format!("127.0.0.1:{}", first.port());
     let other_db = db_in(other.path());
-    let mut second = std::process::Command::new(env!("CARGO_BIN_EXE_bitmapist-server"))
-        .args(["--addr", &addr, "--threads", "2", "--db"])
-        .arg(&other_db)
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("run the server binary");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let status = loop {
-        if let Some(status) = second.try_wait().expect("wait for the second server") {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = second.kill();
-            let _ = second.wait();
-            panic!("a second server started on port {}", first.port());
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let mut stderr = String::new();
-    std::io::Read::read_to_string(
-        &mut second.stderr.take().expect("piped stderr"),
-        &mut stderr,
-    )
-    .expect("read stderr");
-    assert_eq!(status.code(), Some(1), "{stderr}");
+    let stderr = refused_start_with(&other_db, &addr, &["--threads", "2"]);
     assert!(stderr.contains("Address already in use"), "{stderr}");
     for _ in 0..32 {
         let reply = first.connect().call(&["GET", "owner"]);
