@@ -988,18 +988,21 @@ impl Worker {
         let (low, _) = self.sh.counts(&key);
         let r = self.call(&["BITCOUNT", &key])?;
         let (_, high) = self.sh.counts(&key);
+        self.check_count_between(&r, low, high, || {
+            format!("BITCOUNT {key}, with {low} bits acknowledged and {high} sent,")
+        });
+        Ok(())
+    }
+
+    /// Checks (and counts as a checked read) that the integer reply `r` is
+    /// within `low..=high`.
+    fn check_count_between(&self, r: &[u8], low: u64, high: u64, what: impl FnOnce() -> String) {
         self.sh.count(&self.sh.n.reads_checked, 1);
-        let n = int_reply(&r);
+        let n = int_reply(r);
         self.check(
             n.is_some_and(|n| (low..=high).contains(&(n as u64))),
-            || {
-                format!(
-                    "BITCOUNT {key} replied {} with {low} bits acknowledged and {high} sent",
-                    show(&r)
-                )
-            },
+            || format!("{} replied {}, expected {low}..={high}", what(), show(r)),
         );
-        Ok(())
     }
 
     /// BITOP AND/OR of two verified keys into this worker's BITOP scratch key,
@@ -1033,17 +1036,7 @@ impl Worker {
         } else {
             (0, a_high.min(b_high))
         };
-        self.sh.count(&self.sh.n.reads_checked, 1);
-        let n = int_reply(&r);
-        self.check(
-            n.is_some_and(|n| (low..=high).contains(&(n as u64))),
-            || {
-                format!(
-                    "BITCOUNT of BITOP {op} {a} {b} replied {}, expected {low}..={high}",
-                    show(&r)
-                )
-            },
-        );
+        self.check_count_between(&r, low, high, || format!("BITCOUNT of BITOP {op} {a} {b}"));
         Ok(())
     }
 
