@@ -8,8 +8,14 @@
 
 use std::time::{Duration, Instant};
 
-/// Trim at once when at least this much was released since the last trim.
+/// Trim when at least this much was released since the last trim...
 const RELEASED_BYTES_TRIGGER: u64 = 8 << 20;
+/// ...and the last trim is at least this old. A trim holds each arena's lock
+/// while it hands pages back, and pages handed back and needed again cost a
+/// page fault each: under churn (a checkpoint every few hundred milliseconds
+/// that replaces 100 MB of cached bitmaps) trimming at every 8 MB took a
+/// quarter of a core and stalled the network threads' allocations.
+const MIN_TRIM_INTERVAL: Duration = Duration::from_secs(1);
 /// Otherwise trim anything released after this long.
 const IDLE_TRIM_AFTER: Duration = Duration::from_secs(10);
 
@@ -32,8 +38,9 @@ impl Trimmer {
     /// Whether to trim now, given the total bytes released so far.
     pub fn due(&mut self, released_total: u64) -> bool {
         let released = released_total.saturating_sub(self.released_at_last_trim);
-        let due = released >= RELEASED_BYTES_TRIGGER
-            || (released > 0 && self.last_trim.elapsed() >= IDLE_TRIM_AFTER);
+        let since = self.last_trim.elapsed();
+        let due = (released >= RELEASED_BYTES_TRIGGER && since >= MIN_TRIM_INTERVAL)
+            || (released > 0 && since >= IDLE_TRIM_AFTER);
         if due {
             self.released_at_last_trim = released_total;
             self.last_trim = Instant::now();
@@ -60,12 +67,27 @@ mod tests {
     fn trims_after_enough_release_and_not_again_without_more() {
         let mut t = Trimmer::default();
         assert!(!t.due(0));
+        assert!(
+            !t.due(RELEASED_BYTES_TRIGGER),
+            "trimmed just now (at start)"
+        );
+        t.last_trim -= MIN_TRIM_INTERVAL;
         assert!(!t.due(RELEASED_BYTES_TRIGGER - 1));
         assert!(t.due(RELEASED_BYTES_TRIGGER));
         assert!(!t.due(RELEASED_BYTES_TRIGGER));
+        t.last_trim -= MIN_TRIM_INTERVAL;
+        assert!(!t.due(2 * RELEASED_BYTES_TRIGGER - 1), "not enough since");
+        assert!(t.due(2 * RELEASED_BYTES_TRIGGER));
+        assert!(
+            !t.due(3 * RELEASED_BYTES_TRIGGER),
+            "too soon after the last trim"
+        );
         t.last_trim -= IDLE_TRIM_AFTER;
-        assert!(!t.due(RELEASED_BYTES_TRIGGER), "nothing new released");
-        assert!(t.due(RELEASED_BYTES_TRIGGER + 1), "a little, but long ago");
+        assert!(!t.due(2 * RELEASED_BYTES_TRIGGER), "nothing new released");
+        assert!(
+            t.due(2 * RELEASED_BYTES_TRIGGER + 1),
+            "a little, but long ago"
+        );
         trim();
     }
 }
