@@ -19,7 +19,7 @@ use crate::resp::ReplyBuf;
 use crate::server::{ClientShared, Server};
 use std::borrow::Cow;
 use std::sync::atomic::Ordering::Relaxed;
-use std::sync::{Arc, MutexGuard};
+use std::sync::Arc;
 use table::{CommandSpec, Lookup};
 
 /// An error reply: the whole line after `-`, code included. Bytes, because
@@ -105,7 +105,7 @@ pub struct Ctx<'a> {
     pub server: &'a Server,
     pub session: &'a mut Session,
     pub out: &'a mut ReplyBuf,
-    guard: Option<MutexGuard<'a, Keyspace>>,
+    guard: Option<crate::server::KeyspaceGuard<'a>>,
     /// Unix milliseconds, fixed for the duration of one command.
     pub now: u64,
     /// Replaying the log at start-up: nothing is logged again.

@@ -94,18 +94,29 @@ struct Held {
     meta: Option<EntryMeta>,
     /// The decoded value of `meta`'s payload.
     value: Option<Arc<BitString>>,
+    /// The value's heap bytes, measured once (a value held here is never
+    /// changed, and measuring walks its containers).
+    value_bytes: usize,
     /// Used since it last reached the old end of the list.
     used: bool,
 }
 
 impl Held {
+    fn new(meta: Option<EntryMeta>, value: Option<Arc<BitString>>) -> Held {
+        Held {
+            meta,
+            value_bytes: value.as_ref().map_or(0, |v| v.heap_bytes()),
+            value,
+            used: false,
+        }
+    }
+
     fn cost(&self, key: &CacheKey) -> usize {
         let inline = match self.meta.as_ref().map(|m| &m.payload) {
             Some(Payload::Inline(b)) => b.len(),
             _ => 0,
         };
-        let value = self.value.as_ref().map_or(0, |v| v.heap_bytes());
-        ENTRY_OVERHEAD + key.heap_bytes() + inline + value
+        ENTRY_OVERHEAD + key.heap_bytes() + inline + self.value_bytes
     }
 
     fn value_of(&self, meta: &EntryMeta) -> Option<&Arc<BitString>> {
@@ -136,7 +147,18 @@ pub struct Cache {
     /// Bytes of entries dropped so far (evicted, forgotten or cleared): what
     /// the allocator may hand back to the system.
     pub released_bytes: u64,
+    /// Values evicted or forgotten and not yet freed: freeing a large bitmap
+    /// (hundreds of containers) is left to whoever holds the keyspace lock,
+    /// to do after releasing it (`take_released`).
+    released: Vec<Arc<BitString>>,
 }
+
+/// Entries one eviction gives a second chance at most (see `Cache::evict`).
+const SECOND_CHANCES: usize = 1024;
+
+/// Values kept in `Cache::released` at most; beyond that (a caller that
+/// never takes them) they are freed at once.
+const RELEASED_KEPT: usize = 4096;
 
 impl Cache {
     pub fn new(budget: usize) -> Self {
@@ -150,6 +172,7 @@ impl Cache {
             misses: 0,
             evictions: 0,
             released_bytes: 0,
+            released: Vec::new(),
         }
     }
 
@@ -200,15 +223,7 @@ impl Cache {
 
     /// Holds what a B+tree lookup said of the key (no value yet).
     pub fn insert_entry(&mut self, db: usize, key: &[u8], meta: Option<EntryMeta>) {
-        self.put(
-            db,
-            key,
-            Held {
-                meta,
-                value: None,
-                used: false,
-            },
-        );
+        self.put(db, key, Held::new(meta, None));
     }
 
     /// The decoded value of the key's payload `meta`, if held (the lookup
@@ -260,9 +275,13 @@ impl Cache {
         if held.value.is_none() {
             self.values += 1;
         }
-        held.value = Some(value);
+        held.value_bytes = value.heap_bytes();
+        let replaced = held.value.replace(value);
         let after = held.cost(full);
         self.bytes = self.bytes - before + after;
+        if let Some(old) = replaced {
+            self.release(old);
+        }
         self.evict();
         true
     }
@@ -280,6 +299,7 @@ impl Cache {
         held.value_of(meta)?;
         let before = held.cost(full);
         let value = held.value.take();
+        held.value_bytes = 0;
         let after = held.cost(full);
         self.values -= 1;
         self.bytes -= before - after;
@@ -288,23 +308,24 @@ impl Cache {
     }
 
     /// Holds the key's new committed entry and its value (a checkpoint just
-    /// wrote them).
+    /// wrote them), whose `heap_bytes` the caller measured (walking the
+    /// containers of a thousand large bitmaps under the keyspace lock took
+    /// tens of milliseconds).
     pub fn insert_committed(
         &mut self,
         db: usize,
         key: &[u8],
         meta: EntryMeta,
         value: Arc<BitString>,
+        value_bytes: usize,
     ) {
-        self.put(
-            db,
-            key,
-            Held {
-                meta: Some(meta),
-                value: Some(value),
-                used: false,
-            },
-        );
+        let held = Held {
+            meta: Some(meta),
+            value: Some(value),
+            value_bytes,
+            used: false,
+        };
+        self.put(db, key, held);
     }
 
     fn put(&mut self, db: usize, key: &[u8], held: Held) {
@@ -321,9 +342,12 @@ impl Cache {
 
     /// Drops the least recently used entries beyond the budget (the newest
     /// entry stays even if it alone is larger). An entry used since it was
-    /// last looked at here goes back to the recent end instead, once.
+    /// last looked at here goes back to the recent end instead, once, and at
+    /// most `SECOND_CHANCES` entries per call do: when a large value comes in
+    /// among a hundred thousand small entries that were all used, one call
+    /// would otherwise walk all of them while holding the keyspace lock.
     fn evict(&mut self) {
-        let mut second_chances = self.lru.len();
+        let mut second_chances = self.lru.len().min(SECOND_CHANCES);
         while self.bytes > self.budget && self.lru.len() > 1 {
             let Some((key, mut held)) = self.lru.pop_lru() else {
                 break;
@@ -334,25 +358,39 @@ impl Cache {
                 self.lru.put(key, held);
                 continue;
             }
-            self.dropped(&key, &held);
+            self.dropped(&key, held);
             self.evictions += 1;
         }
     }
 
-    fn dropped(&mut self, key: &CacheKey, held: &Held) {
+    fn dropped(&mut self, key: &CacheKey, held: Held) {
         let cost = held.cost(key);
         self.bytes -= cost;
         self.released_bytes += cost as u64;
-        if held.value.is_some() {
+        if let Some(value) = held.value {
             self.values -= 1;
+            self.release(value);
         }
+    }
+
+    fn release(&mut self, value: Arc<BitString>) {
+        if self.released.len() >= RELEASED_KEPT {
+            self.released.clear();
+        }
+        self.released.push(value);
+    }
+
+    /// The values evicted or forgotten since the last call, for the caller
+    /// to free once it has released the keyspace lock.
+    pub fn take_released(&mut self) -> Vec<Arc<BitString>> {
+        std::mem::take(&mut self.released)
     }
 
     /// Forgets a key (its committed entry changed).
     pub fn forget(&mut self, db: usize, key: &[u8]) {
         self.lookup_key(db, key);
         if let Some((full, held)) = self.lru.pop_entry(self.scratch.as_slice()) {
-            self.dropped(&full, &held);
+            self.dropped(&full, held);
         }
     }
 
@@ -366,7 +404,7 @@ impl Cache {
             .collect();
         for k in keys {
             if let Some(held) = self.lru.pop(k.as_slice()) {
-                self.dropped(&k, &held);
+                self.dropped(&k, held);
             }
         }
     }
@@ -382,6 +420,11 @@ impl Cache {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn insert(c: &mut Cache, db: usize, key: &[u8], m: EntryMeta, v: Arc<BitString>) {
+        let bytes = v.heap_bytes();
+        c.insert_committed(db, key, m, v, bytes);
+    }
 
     fn value(bits: u32) -> Arc<BitString> {
         let mut v = BitString::new();
@@ -411,7 +454,7 @@ mod tests {
         for i in 0..100u32 {
             let key = i.to_be_bytes();
             let m = meta(u64::from(i), 7);
-            c.insert_committed(0, &key, m, value(1000));
+            insert(&mut c, 0, &key, m, value(1000));
             assert!(c.bytes() <= 20_000 || c.entries() == 1);
         }
         assert!(c.len() < 100);
@@ -429,7 +472,7 @@ mod tests {
         c.insert_entry(0, b"b", None);
         // `long` is the least recent, but used: "old" goes first.
         assert_eq!(c.entry(0, &long), Some(None));
-        c.insert_committed(0, b"big", meta(1, 1), value(2000));
+        insert(&mut c, 0, b"big", meta(1, 1), value(2000));
         assert_eq!(c.peek_entry(0, b"old"), None);
         assert_eq!(c.peek_entry(0, &long), Some(None));
         assert!(c.evictions >= 1);
@@ -440,7 +483,7 @@ mod tests {
     #[test]
     fn a_value_is_used_only_with_its_own_entry() {
         let mut c = Cache::new(1 << 20);
-        c.insert_committed(0, b"k", meta(5, 1), value(10));
+        insert(&mut c, 0, b"k", meta(5, 1), value(10));
         // Another payload (a renamed key's) under the same key finds nothing.
         assert!(c.value(0, b"k", &meta(6, 1)).is_none());
         assert!(c.value(0, b"k", &meta(5, 2)).is_none());
@@ -457,12 +500,39 @@ mod tests {
     }
 
     #[test]
+    fn values_let_go_of_are_handed_out_for_freeing_later() {
+        let mut c = Cache::new(1 << 20);
+        let a = value(10);
+        let b = value(20);
+        insert(&mut c, 0, b"a", meta(1, 1), a.clone());
+        insert(&mut c, 0, b"b", meta(2, 1), b.clone());
+        assert!(c.take_released().is_empty());
+        // Replaced, forgotten and evicted values are kept, not dropped.
+        insert(&mut c, 0, b"a", meta(3, 1), value(30));
+        c.forget(0, b"b");
+        let released = c.take_released();
+        assert_eq!(released.len(), 2);
+        assert!(released.iter().any(|v| Arc::ptr_eq(v, &a)));
+        assert!(released.iter().any(|v| Arc::ptr_eq(v, &b)));
+        assert!(c.take_released().is_empty(), "taken once");
+        let mut small = Cache::new(1);
+        insert(&mut small, 0, b"x", meta(1, 1), value(10));
+        insert(&mut small, 0, b"y", meta(2, 1), value(10));
+        assert_eq!(small.take_released().len(), 1, "the evicted value");
+        // A caller that never takes them does not make them pile up.
+        for i in 0..(RELEASED_KEPT as u64 + 10) {
+            insert(&mut small, 0, &i.to_be_bytes(), meta(i, 1), value(1));
+        }
+        assert!(small.take_released().len() <= RELEASED_KEPT);
+    }
+
+    #[test]
     fn replacing_taking_and_forgetting_keep_the_byte_count() {
         let mut c = Cache::new(1 << 20);
-        c.insert_committed(0, b"a", meta(1, 1), value(10));
-        c.insert_committed(0, b"a", meta(1, 1), value(2000));
-        c.insert_committed(0, b"b", meta(2, 1), value(5));
-        c.insert_committed(3, b"c", meta(3, 1), value(5));
+        insert(&mut c, 0, b"a", meta(1, 1), value(10));
+        insert(&mut c, 0, b"a", meta(1, 1), value(2000));
+        insert(&mut c, 0, b"b", meta(2, 1), value(5));
+        insert(&mut c, 3, b"c", meta(3, 1), value(5));
         c.insert_entry(3, b"d", None);
         assert_eq!(c.entry(3, b"d"), Some(None));
         assert!(c.take_value(0, b"a", &meta(1, 1)).is_some());

@@ -191,6 +191,8 @@ pub struct WrittenValue {
     pub key: Vec<u8>,
     pub meta: EntryMeta,
     pub value: Arc<BitString>,
+    /// `value.heap_bytes()`, measured outside the keyspace lock.
+    pub value_bytes: usize,
 }
 
 /// Where a SCAN iteration stands: the database and the last key visited.
@@ -254,6 +256,12 @@ impl Keyspace {
 
     pub fn cache(&self) -> std::cell::Ref<'_, Cache> {
         self.cache.borrow()
+    }
+
+    /// Values the cache let go of, to be freed after the keyspace lock is
+    /// released (see `server::KeyspaceGuard`).
+    pub fn take_released(&mut self) -> Vec<Arc<BitString>> {
+        self.cache.get_mut().take_released()
     }
 
     /// Bytes of changed values not yet written by a checkpoint.
@@ -768,7 +776,7 @@ impl Keyspace {
             }
             None => self.cache.get_mut().clear(),
         }
-        self.cache_written(written);
+        self.cache_written(&mut written.into_iter(), std::time::Duration::MAX);
         self.checkpoint_published();
     }
 
@@ -792,10 +800,22 @@ impl Keyspace {
         self.cache.get_mut().forget_db(db);
     }
 
-    pub fn cache_written(&mut self, written: impl IntoIterator<Item = WrittenValue>) {
+    /// Caches values a checkpoint wrote, taken from `written` until it runs
+    /// out or `budget` has passed: the work is in the evictions they cause
+    /// (a 2 MB bitmap can push out ten thousand small entries), so it is
+    /// bounded by time rather than by a number of values.
+    pub fn cache_written(
+        &mut self,
+        written: &mut impl Iterator<Item = WrittenValue>,
+        budget: std::time::Duration,
+    ) {
+        let started = std::time::Instant::now();
         let cache = self.cache.get_mut();
         for w in written {
-            cache.insert_committed(w.db, &w.key, w.meta, w.value);
+            cache.insert_committed(w.db, &w.key, w.meta, w.value, w.value_bytes);
+            if started.elapsed() >= budget {
+                break;
+            }
         }
     }
 
