@@ -62,6 +62,7 @@ fn import_bolt(cmd: &config::ImportBoltCommand) -> ExitCode {
 }
 
 fn run(mut config: config::Config) -> ExitCode {
+    memory::configure_allocator();
     // Before anything else is printed: without io_uring there is one line to say.
     if let Err(e) = net::probe_io_uring() {
         eprintln!("bitmapist-server: {e}");

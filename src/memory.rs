@@ -49,6 +49,26 @@ impl Trimmer {
     }
 }
 
+/// Allocations of at least this size get their own mapping (see
+/// `configure_allocator`).
+const MMAP_THRESHOLD: libc::c_int = 256 * 1024;
+
+/// Fixes glibc's mmap threshold at 256 KiB. By default it rises to the size
+/// of the largest block freed so far, so after the first multi-megabyte
+/// buffer (a payload being read, a reply to GET of a large bitmap) every
+/// later one comes from the arenas, where it leaves a hole between decoded
+/// containers once freed. Measured with `--cache-size 64MiB` after reading
+/// every payload of a 1,440-key dataset: 3 MB less RSS; cold decoding of
+/// large payloads takes about a tenth longer (fresh pages for each buffer).
+pub fn configure_allocator() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: mallopt only sets an allocator parameter; it is called before
+    // any other thread exists.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD);
+    }
+}
+
 /// Returns the free pages of every malloc arena to the system.
 pub fn trim() {
     #[cfg(target_env = "gnu")]
