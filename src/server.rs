@@ -196,8 +196,8 @@ impl Server {
 
 /// The keyspace, locked. When it is dropped, the values the cache let go of
 /// while it was held are freed after the lock is released: freeing a large
-/// bitmap walks hundreds of allocations, and a checkpoint publishing a
-/// thousand keys held the lock 30 to 60 ms doing it.
+/// bitmap walks hundreds of allocations, and it was more than half of the
+/// time a checkpoint held the lock to publish (profiled on a W6-like run).
 pub struct KeyspaceGuard<'a> {
     guard: std::mem::ManuallyDrop<parking_lot::MutexGuard<'a, Keyspace>>,
     /// Hand the lock to a waiting thread when released (`unlock_fair`).
