@@ -175,11 +175,7 @@ pub fn decode_payload(bytes: &[u8], meta: &EntryMeta) -> Result<BitString, Stora
     if !meta.verify_payload(bytes) {
         return Err(StorageError::corrupt("payload checksum mismatch"));
     }
-    // The checksum above proves these are the bytes this server wrote from
-    // a valid bitmap, so the containers are not validated again (that
-    // recounts every bitmap container: a fifth of the decoding time); the
-    // total cardinality is still compared with the entry's below.
-    let bits = RoaringBitmap::deserialize_unchecked_from(bytes).map_err(|e| {
+    let bits = RoaringBitmap::deserialize_from(bytes).map_err(|e| {
         StorageError::corrupt(format!("payload is not a valid Roaring bitmap: {e}"))
     })?;
     if bits.len() != meta.cardinality
