@@ -102,11 +102,12 @@ struct Held {
 }
 
 impl Held {
-    fn new(meta: Option<EntryMeta>, value: Option<Arc<BitString>>) -> Held {
+    /// A new, unused entry; `value_bytes` is `value`'s `heap_bytes` (0 without).
+    fn new(meta: Option<EntryMeta>, value: Option<Arc<BitString>>, value_bytes: usize) -> Held {
         Held {
             meta,
-            value_bytes: value.as_ref().map_or(0, |v| v.heap_bytes()),
             value,
+            value_bytes,
             used: false,
         }
     }
@@ -223,7 +224,7 @@ impl Cache {
 
     /// Holds what a B+tree lookup said of the key (no value yet).
     pub fn insert_entry(&mut self, db: usize, key: &[u8], meta: Option<EntryMeta>) {
-        self.put(db, key, Held::new(meta, None));
+        self.put(db, key, Held::new(meta, None, 0));
     }
 
     /// The decoded value of the key's payload `meta`, if held (the lookup
@@ -319,13 +320,7 @@ impl Cache {
         value: Arc<BitString>,
         value_bytes: usize,
     ) {
-        let held = Held {
-            meta: Some(meta),
-            value: Some(value),
-            value_bytes,
-            used: false,
-        };
-        self.put(db, key, held);
+        self.put(db, key, Held::new(Some(meta), Some(value), value_bytes));
     }
 
     fn put(&mut self, db: usize, key: &[u8], held: Held) {
