@@ -110,6 +110,9 @@ pub struct Ctx<'a> {
     pub now: u64,
     /// Replaying the log at start-up: nothing is logged again.
     pub replaying: bool,
+    /// Log records are appended without waking the log writer; the caller
+    /// kicks it (`Log::kick`) before waiting for `session.last_lsn`.
+    pub defer_log_wake: bool,
     /// Write commands run since the last log record (an EXEC logs its
     /// commands as one record, so recovery never sees half of it).
     log: LogRecord,
@@ -124,6 +127,7 @@ impl<'a> Ctx<'a> {
             guard: None,
             now: crate::keyspace::now_ms(),
             replaying: false,
+            defer_log_wake: false,
             log: LogRecord::default(),
         }
     }
@@ -289,7 +293,12 @@ fn flush_log(ctx: &mut Ctx<'_>) {
     let count = ctx.log.commands;
     ctx.log.bytes[0..4].copy_from_slice(&count.to_le_bytes());
     ctx.log.commands = 0;
-    ctx.session.last_lsn = ctx.server.storage.log.append(&ctx.log.bytes);
+    let log = &ctx.server.storage.log;
+    ctx.session.last_lsn = if ctx.defer_log_wake {
+        log.append_deferred(&ctx.log.bytes)
+    } else {
+        log.append(&ctx.log.bytes)
+    };
 }
 
 /// Replays one log record at start-up. Returns the number of commands.

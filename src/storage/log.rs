@@ -118,9 +118,31 @@ impl Log {
         self.policy
     }
 
-    /// Appends one record; returns the log position the caller must wait
-    /// for before acknowledging it.
+    /// Appends one record and wakes the writer if it is idle; returns the
+    /// log position the caller must wait for before acknowledging it.
     pub fn append(&self, payload: &[u8]) -> u64 {
+        self.append_record(payload, true)
+    }
+
+    /// Appends one record without waking the writer: the caller calls
+    /// [`Log::kick`] before it waits for the record. A network thread appends
+    /// this way for every connection it serves in one round and kicks once
+    /// at the end of the round, so one log write (and one wake-up of the
+    /// writer and of the waiters) carries the whole round.
+    pub fn append_deferred(&self, payload: &[u8]) -> u64 {
+        self.append_record(payload, false)
+    }
+
+    /// Wakes the writer if it is idle (records appended with
+    /// [`Log::append_deferred`] are waiting for it).
+    pub fn kick(&self) {
+        let wake = std::mem::take(&mut lock(&self.state).writer_idle);
+        if wake {
+            self.work.notify_one();
+        }
+    }
+
+    fn append_record(&self, payload: &[u8], wake_writer: bool) -> u64 {
         let mut s = lock(&self.state);
         // A record over 1 GiB cannot exist: requests are limited to 512 MiB.
         if wal::frame(&mut s.pending, payload).is_err() {
@@ -128,7 +150,7 @@ impl Log {
         }
         s.appended += wal::framed_len(payload.len()) as u64;
         let lsn = s.appended;
-        let wake = std::mem::take(&mut s.writer_idle);
+        let wake = wake_writer && std::mem::take(&mut s.writer_idle);
         drop(s);
         if wake {
             self.work.notify_one();
@@ -351,5 +373,68 @@ impl Log {
             batch.clear();
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    fn writer_idle(log: &Log) -> bool {
+        lock(&log.state).writer_idle
+    }
+
+    fn wait_until_idle(log: &Log) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !writer_idle(log) {
+            assert!(Instant::now() < deadline, "the writer never went idle");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    #[test]
+    fn deferred_records_wait_for_a_kick_and_plain_ones_do_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("db");
+        let writer = wal::create_segment(&db, 1).unwrap();
+        let log = Arc::new(Log::new(FsyncPolicy::No, 1, writer.len()));
+        let thread = {
+            let log = log.clone();
+            std::thread::spawn(move || log.run_writer(db, writer))
+        };
+
+        // A plain append wakes the idle writer.
+        wait_until_idle(&log);
+        let first = log.append(b"first");
+        assert!(log.wait_written(Duration::from_secs(5)));
+        assert_eq!(log.written(), first);
+
+        // A deferred one stays pending while the writer sleeps...
+        wait_until_idle(&log);
+        let second = log.append_deferred(b"second");
+        let third = log.append_deferred(b"third");
+        assert!(third > second && second > first);
+        std::thread::sleep(Duration::from_millis(100));
+        assert_eq!(log.written(), first, "written without a kick");
+        assert!(writer_idle(&log));
+
+        // ...until one kick writes everything appended so far.
+        log.kick();
+        assert!(log.wait_written(Duration::from_secs(5)));
+        assert_eq!(log.written(), third);
+        // A kick with nothing pending is harmless.
+        wait_until_idle(&log);
+        log.kick();
+        assert!(log.stop(Duration::from_secs(5)));
+        thread.join().unwrap();
+        let segment = std::fs::read(wal::segment_path(&dir.path().join("db"), 1)).unwrap();
+        for payload in [&b"first"[..], b"second", b"third"] {
+            assert!(
+                segment.windows(payload.len()).any(|w| w == payload),
+                "the segment lacks {:?}",
+                String::from_utf8_lossy(payload)
+            );
+        }
     }
 }
