@@ -118,10 +118,15 @@ fn run(mut config: config::Config) -> ExitCode {
 /// database of 100k keys; hot pages come back at the cost of a minor fault).
 const RELEASE_MAPPED_PAGES_EVERY: Duration = Duration::from_secs(2);
 
+/// How long housekeeping evicts from an over-budget cache per hold of the
+/// keyspace lock.
+const SHRINK_CACHE_TIME: Duration = Duration::from_micros(200);
+
 /// Housekeeping: ten times a second, active expiry (examine a bounded number
-/// of keys and delete the expired ones) and give memory the value cache
-/// released back to the system when enough was released; every two seconds,
-/// release the mapped pages of the database file (see
+/// of keys and delete the expired ones), evict what the value cache holds
+/// over its budget, and give memory the value cache released back to the
+/// system when enough was released; every two seconds, release the mapped
+/// pages of the database file (see
 /// `Committed::release_mapped_pages`).
 fn spawn_housekeeping(server: Arc<Server>) -> std::io::Result<()> {
     std::thread::Builder::new()
@@ -133,6 +138,12 @@ fn spawn_housekeeping(server: Arc<Server>) -> std::io::Result<()> {
                 std::thread::sleep(Duration::from_millis(100));
                 let mut ks = server.keyspace();
                 ks.sweep_expired(keyspace::now_ms(), 200);
+                // Evict what insertions left over the cache's budget, in
+                // short holds of the lock.
+                while ks.shrink_cache(SHRINK_CACHE_TIME) {
+                    ks.unlock_fair();
+                    ks = server.keyspace();
+                }
                 let released = ks.cache().released_bytes;
                 let committed = ks.committed().clone();
                 drop(ks);

@@ -157,6 +157,13 @@ pub struct Cache {
 /// Entries one eviction gives a second chance at most (see `Cache::evict`).
 const SECOND_CHANCES: usize = 1024;
 
+/// Entries one insertion looks at for eviction at most (about a microsecond
+/// each). A large value coming in among many small entries would otherwise
+/// evict thousands of them in one call under the keyspace lock (measured:
+/// 4 to 5 ms for one 800 KB value among W2's small keys). What is left over
+/// is evicted in later bounded steps (`Cache::shrink`).
+const EVICT_PER_INSERT: usize = 256;
+
 /// Values kept in `Cache::released` at most; beyond that (a caller that
 /// never takes them) they are freed at once.
 const RELEASED_KEPT: usize = 4096;
@@ -335,15 +342,42 @@ impl Cache {
         self.evict();
     }
 
-    /// Drops the least recently used entries beyond the budget (the newest
-    /// entry stays even if it alone is larger). An entry used since it was
-    /// last looked at here goes back to the recent end instead, once, and at
-    /// most `SECOND_CHANCES` entries per call do: when a large value comes in
-    /// among a hundred thousand small entries that were all used, one call
-    /// would otherwise walk all of them while holding the keyspace lock.
+    /// Eviction after an insertion: at most `EVICT_PER_INSERT` entries, the
+    /// rest later (`shrink`), unless the cache is more than an eighth over
+    /// its budget, which is as far as it may overshoot.
     fn evict(&mut self) {
+        self.evict_at_most(EVICT_PER_INSERT);
+        let limit = self.budget.saturating_add(self.budget / 8);
+        if self.bytes > limit {
+            self.evict_at_most(usize::MAX);
+        }
+    }
+
+    /// Whether the cache holds more than its budget (and more than one
+    /// entry, which may be larger than the budget by itself).
+    pub fn over_budget(&self) -> bool {
+        self.bytes > self.budget && self.lru.len() > 1
+    }
+
+    /// One bounded step of eviction towards the budget; returns whether the
+    /// cache is still over it.
+    pub fn shrink(&mut self) -> bool {
+        self.evict_at_most(EVICT_PER_INSERT);
+        self.over_budget()
+    }
+
+    /// Drops the least recently used entries beyond the budget, looking at
+    /// `max` entries at most (the newest entry stays even if it alone is
+    /// larger). An entry used since it was last looked at here goes back to
+    /// the recent end instead, once, and at most `SECOND_CHANCES` entries
+    /// per call do: when a large value comes in among a hundred thousand
+    /// small entries that were all used, one call would otherwise walk all
+    /// of them while holding the keyspace lock.
+    fn evict_at_most(&mut self, max: usize) {
         let mut second_chances = self.lru.len().min(SECOND_CHANCES);
-        while self.bytes > self.budget && self.lru.len() > 1 {
+        let mut looked_at = 0;
+        while self.over_budget() && looked_at < max {
+            looked_at += 1;
             let Some((key, mut held)) = self.lru.pop_lru() else {
                 break;
             };
@@ -456,6 +490,52 @@ mod tests {
         assert!(c.value(0, &99u32.to_be_bytes(), &meta(99, 7)).is_some());
         assert!(c.value(0, &0u32.to_be_bytes(), &meta(0, 7)).is_none());
         assert!(c.evictions > 0);
+    }
+
+    /// A cache of `n` entries without values, exactly at its budget.
+    fn full_of_small_entries(n: u32) -> Cache {
+        let mut c = Cache::new(n as usize * ENTRY_OVERHEAD);
+        for i in 0..n {
+            c.insert_entry(0, &i.to_be_bytes(), None);
+        }
+        assert_eq!(c.bytes(), c.budget());
+        assert!(!c.over_budget());
+        c
+    }
+
+    #[test]
+    fn a_large_insertion_evicts_a_bounded_number_and_shrink_does_the_rest() {
+        let mut c = full_of_small_entries(1000);
+        // Needs 313 small entries to go; one insertion evicts 256 and
+        // leaves the cache 9,040 bytes over, within an eighth of its budget.
+        let cost = 50_000;
+        c.insert_committed(0, b"big", meta(1, 1), value(1), cost - ENTRY_OVERHEAD);
+        assert_eq!(c.evictions, EVICT_PER_INSERT as u64);
+        assert!(c.over_budget());
+        assert!(c.bytes() <= c.budget() + c.budget() / 8);
+        let mut steps = 0;
+        while c.shrink() {
+            steps += 1;
+            assert!(steps < 10, "shrink makes no progress");
+        }
+        assert!(c.bytes() <= c.budget());
+        assert_eq!(c.evictions, 313);
+        assert!(
+            c.has_value(0, b"big", &meta(1, 1)),
+            "the newest entry stays"
+        );
+        assert!(!c.shrink(), "nothing more to do");
+        assert_eq!(c.evictions, 313);
+    }
+
+    #[test]
+    fn an_insertion_never_leaves_the_cache_more_than_an_eighth_over() {
+        let mut c = full_of_small_entries(1000);
+        // 256 evictions would leave it 59,040 bytes over: more than 20,000.
+        c.insert_committed(0, b"big", meta(1, 1), value(1), 100_000 - ENTRY_OVERHEAD);
+        assert!(c.bytes() <= c.budget());
+        assert!(!c.over_budget());
+        assert_eq!(c.evictions, 625);
     }
 
     #[test]

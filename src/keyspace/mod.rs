@@ -819,6 +819,20 @@ impl Keyspace {
         }
     }
 
+    /// Evicts what the cache holds beyond its budget (insertions evict a
+    /// bounded number of entries and may leave some over) for up to `time`;
+    /// returns whether it is still over.
+    pub fn shrink_cache(&mut self, time: std::time::Duration) -> bool {
+        let started = std::time::Instant::now();
+        let cache = self.cache.get_mut();
+        while cache.shrink() {
+            if started.elapsed() >= time {
+                return true;
+            }
+        }
+        false
+    }
+
     /// The last step: the frozen layer is gone; the cache describes the new
     /// committed state.
     pub fn checkpoint_published(&mut self) {
