@@ -2,6 +2,7 @@
 //! library. Requests flow `net → resp/command → keyspace`; see
 //! `../shared/DESIGN.md` and each module's own documentation.
 
+pub mod background;
 pub mod command;
 pub mod config;
 pub mod import;

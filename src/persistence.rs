@@ -6,6 +6,7 @@
 //! segments). SAVE, BGSAVE, shutdown and the automatic triggers (interval,
 //! log size, dirty bytes) all come here.
 
+use crate::background::{self, at_background_priority};
 use crate::command::{self, Ctx, Session};
 use crate::config::Config;
 use crate::keyspace::{BitString, Keyspace, Layer, Slot, Value, WrittenValue};
@@ -248,6 +249,8 @@ pub fn open(config: Config) -> Result<Arc<Server>, OpenError> {
         last: Instant::now(),
         stopped: false,
     };
+    // Probed (and logged) at start-up rather than at the first checkpoint.
+    background::probe();
     std::thread::Builder::new()
         .name("checkpointer".into())
         .spawn(move || checkpointer.run(rx))
@@ -263,66 +266,6 @@ const PUBLISH_KEYS_PER_LOCK: usize = 256;
 /// request that arrives meanwhile waits for it: with 1 ms the holds were
 /// the largest part of W6's p99 during checkpoints.
 const PUBLISH_CACHE_TIME: Duration = Duration::from_micros(200);
-
-/// Nice value of the thread that serializes and writes a checkpoint or
-/// copies a backup (and of the io_uring workers it starts, which inherit it).
-const BACKGROUND_IO_NICE: libc::c_int = 10;
-
-/// Runs `work` (serializing and writing a checkpoint, copying a backup) on
-/// a short-lived thread of lower scheduling priority, and waits for it.
-/// That work handles whole bitmaps; on a machine with few cores it would
-/// otherwise take CPU time from the network threads and double the latency
-/// of the requests served meanwhile. The network threads still win the CPU
-/// when both want it, and an idle core runs it at full speed.
-///
-/// Only this thread is lowered: the checkpointer itself keeps the normal
-/// priority because it takes the keyspace lock to publish a checkpoint, and
-/// a low-priority lock holder, preempted by busy threads of normal priority
-/// (clients, the load on the machine), would stop every client for tens of
-/// milliseconds (measured: 30 to 76 ms) while it waits for a time slice.
-fn at_background_priority<T: Send>(work: impl FnOnce() -> T + Send) -> T {
-    let mut work = Some(work);
-    let done = std::thread::scope(|scope| {
-        let slot = &mut work;
-        let spawned = std::thread::Builder::new()
-            .name("checkpoint-io".into())
-            .spawn_scoped(scope, move || {
-                lower_own_priority();
-                slot.take().map(|work| work())
-            });
-        match spawned {
-            Ok(handle) => handle
-                .join()
-                .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot start a background thread; checkpointing at normal priority");
-                None
-            }
-        }
-    });
-    match (done, work) {
-        (Some(result), _) => result,
-        // The thread could not be started, so the work has not run.
-        (None, Some(work)) => work(),
-        (None, None) => unreachable!("the background thread ran the work and returned its result"),
-    }
-}
-
-/// Raising one's own nice value needs no privilege.
-fn lower_own_priority() {
-    // SAFETY: gettid and setpriority act on the calling thread only and
-    // take no pointers.
-    let failed = unsafe {
-        let tid = libc::gettid();
-        libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, BACKGROUND_IO_NICE) != 0
-    };
-    if failed {
-        tracing::debug!(
-            error = %std::io::Error::last_os_error(),
-            "cannot lower the priority of the checkpoint's background thread"
-        );
-    }
-}
 
 /// What replaying one segment found.
 struct Replayed {
