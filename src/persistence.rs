@@ -871,8 +871,62 @@ mod tests {
             assert_eq!(dump(ks), before, "while caching the values written");
         }
         assert_eq!(dump(ks), before, "after caching the values written");
+        while ks.shrink_cache(Duration::ZERO) {
+            assert_eq!(dump(ks), before, "while evicting down to the budget");
+        }
         ks.checkpoint_published();
         assert_eq!(dump(ks), before, "after the checkpoint");
+    }
+
+    /// The check before a command (is the value on disk, to be read with
+    /// io_uring first?) and the read of a cached committed value, each one
+    /// cache lookup, agree with the full lookup in every state of a key.
+    #[test]
+    fn cold_check_and_cached_reads_of_committed_values() {
+        let disk = SimFile::new();
+        let (mut file, mut ks) = open(&disk);
+        let bytes: Vec<u8> = (0..20_000u32).map(|i| (i * 7 + i / 3) as u8).collect();
+        let now = 1_000_000;
+        ks.db(0)
+            .put(b"big", BitString::from_bytes(&bytes), None)
+            .unwrap();
+        ks.db(0)
+            .put(b"gone", BitString::from_bytes(&bytes), Some(now + 10))
+            .unwrap();
+        ks.db(0)
+            .put(b"small", BitString::from_bytes(b"ab"), None)
+            .unwrap();
+        // In the overlay: nothing to read.
+        assert!(ks.cold(0, b"big", now).unwrap().is_none());
+        checkpoint(&mut file, &mut ks, 2);
+        drop(ks);
+
+        let (_file, mut ks) = open(&disk);
+        // Committed, not cached: the extent must be read first.
+        let cold = ks.cold(0, b"big", now).unwrap().expect("cold");
+        assert_eq!((cold.db, cold.key.as_slice()), (0, &b"big"[..]));
+        assert!(ks.cold(0, b"gone", now).unwrap().is_some());
+        // Inline payloads, missing keys and expired keys need no read.
+        assert!(ks.cold(0, b"small", now).unwrap().is_none());
+        assert!(ks.cold(0, b"absent", now).unwrap().is_none());
+        assert!(ks.cold(0, b"gone", now + 10).unwrap().is_none());
+        // Once the value read is installed, it is served from the cache.
+        let value = BitString::from_bytes(&bytes);
+        ks.install(&cold, Arc::new(value.clone()));
+        assert!(ks.cold(0, b"big", now).unwrap().is_none());
+        let hits = ks.cache().hits;
+        assert_eq!(*ks.db(0).value(b"big", now).unwrap().unwrap(), value);
+        assert_eq!(ks.cache().hits, hits + 1);
+        // An expired key is not served from the cache, and is deleted.
+        let gone = ks.cold(0, b"gone", now).unwrap().unwrap();
+        ks.install(&gone, Arc::new(value.clone()));
+        assert!(ks.db(0).value(b"gone", now + 10).unwrap().is_none());
+        assert!(ks.cold(0, b"gone", now).unwrap().is_none(), "deleted");
+        assert!(ks.db(0).value(b"gone", now).unwrap().is_none());
+        // A change in the overlay wins over the cached committed value.
+        ks.db(0).value_mut(b"big", now).unwrap().set_bit(0, true);
+        assert!(ks.cold(0, b"big", now).unwrap().is_none());
+        assert_ne!(*ks.db(0).value(b"big", now).unwrap().unwrap(), value);
     }
 
     /// Found by the model test: two strings with equal bits but different

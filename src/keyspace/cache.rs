@@ -229,6 +229,25 @@ impl Cache {
             .map(|h| h.meta.clone())
     }
 
+    /// The key's committed directory entry and, if held, its decoded value,
+    /// in one lookup (`None`: the key is not held). With `touch` the key is
+    /// marked used. Hits and misses are the caller's to count.
+    pub fn entry_and_value(
+        &mut self,
+        db: usize,
+        key: &[u8],
+        touch: bool,
+    ) -> Option<(Option<EntryMeta>, Option<Arc<BitString>>)> {
+        self.lookup_key(db, key);
+        let held = self.lru.peek_mut(self.scratch.as_slice())?;
+        let meta = held.meta.clone();
+        let value = meta.as_ref().and_then(|m| held.value_of(m)).cloned();
+        if touch {
+            held.used = true;
+        }
+        Some((meta, value))
+    }
+
     /// Holds what a B+tree lookup said of the key (no value yet).
     pub fn insert_entry(&mut self, db: usize, key: &[u8], meta: Option<EntryMeta>) {
         self.put(db, key, Held::new(meta, None, 0));

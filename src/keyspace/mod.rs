@@ -283,31 +283,58 @@ impl Keyspace {
     }
 
     fn physical_as(&self, db: usize, key: &[u8], use_: Use) -> Result<Option<Entry>, StorageError> {
+        if let Some(entry) = self.overlay_entry(db, key) {
+            return Ok(entry);
+        }
+        Ok(self
+            .committed_entry(db, key, use_)?
+            .map(Entry::from_committed))
+    }
+
+    /// What the overlay layers (the changes since the last checkpoint, and
+    /// those of a running one) say of a key: `None` when they leave it to the
+    /// committed state, `Some(None)` when it is deleted there.
+    fn overlay_entry(&self, db: usize, key: &[u8]) -> Option<Option<Entry>> {
         let top = &self.top.dbs[db];
         if let Some(slot) = top.slots.get(key) {
-            return Ok(match slot {
+            return Some(match slot {
                 Slot::Present(e) => Some(e.clone()),
                 Slot::Deleted => None,
             });
         }
         if top.flushed {
-            return Ok(None);
+            return Some(None);
         }
         if let Some(frozen) = &self.frozen {
             let f = &frozen.dbs[db];
             if let Some(slot) = f.slots.get(key) {
-                return Ok(match slot {
+                return Some(match slot {
                     Slot::Present(e) => Some(e.clone()),
                     Slot::Deleted => None,
                 });
             }
             if f.flushed {
-                return Ok(None);
+                return Some(None);
             }
         }
-        Ok(self
-            .committed_entry(db, key, use_)?
-            .map(Entry::from_committed))
+        None
+    }
+
+    /// A committed key's directory entry and cached value, in one cache
+    /// lookup (a B+tree lookup when the cache does not hold the key).
+    fn committed_entry_and_value(
+        &self,
+        db: usize,
+        key: &[u8],
+        touch: bool,
+    ) -> Result<(Option<EntryMeta>, Option<Arc<BitString>>), StorageError> {
+        let mut cache = self.cache.borrow_mut();
+        if let Some(held) = cache.entry_and_value(db, key, touch) {
+            return Ok(held);
+        }
+        let meta = self.committed.lookup(&dir_key(db, key))?;
+        cache.insert_entry(db, key, meta.clone());
+        Ok((meta, None))
     }
 
     /// The committed directory entry of a key, through the cache, so a hot
@@ -433,21 +460,36 @@ impl Keyspace {
         key: &[u8],
         now_ms: u64,
     ) -> Result<Option<ColdValue>, StorageError> {
-        // A look only: the command that follows marks the key used.
-        match self.live_as(db, key, now_ms, Use::Peek)? {
-            Some(Entry {
+        // A look only: the command that follows marks the key used (and
+        // deletes it if it has expired).
+        let (meta, held) = match self.overlay_entry(db, key) {
+            Some(Some(Entry {
                 value: Value::Stored(meta),
-                ..
-            }) => match meta.payload {
-                Payload::Extent { .. } if !self.cache.get_mut().has_value(db, key, &meta) => {
-                    Ok(Some(ColdValue {
-                        db,
-                        key: key.to_vec(),
-                        meta,
-                    }))
+                expire_at,
+            })) => {
+                if matches!(expire_at, Some(at) if at <= now_ms) {
+                    return Ok(None);
                 }
-                _ => Ok(None),
+                let held = self.cache.get_mut().has_value(db, key, &meta);
+                (meta, held)
+            }
+            Some(_) => return Ok(None),
+            None => match self.committed_entry_and_value(db, key, false)? {
+                (Some(meta), value) => {
+                    if meta.expire_at != 0 && meta.expire_at <= now_ms {
+                        return Ok(None);
+                    }
+                    (meta, value.is_some())
+                }
+                (None, _) => return Ok(None),
             },
+        };
+        match meta.payload {
+            Payload::Extent { .. } if !held => Ok(Some(ColdValue {
+                db,
+                key: key.to_vec(),
+                meta,
+            })),
             _ => Ok(None),
         }
     }
@@ -882,6 +924,17 @@ impl Db<'_> {
         key: &[u8],
         now_ms: u64,
     ) -> Result<Option<Arc<BitString>>, StorageError> {
+        // A committed key whose value is cached: one cache lookup.
+        if self.ks.overlay_entry(self.index, key).is_none() {
+            if let (Some(meta), Some(value)) =
+                self.ks.committed_entry_and_value(self.index, key, true)?
+            {
+                if meta.expire_at == 0 || meta.expire_at > now_ms {
+                    self.ks.cache.get_mut().hits += 1;
+                    return Ok(Some(value));
+                }
+            }
+        }
         match self.ks.live(self.index, key, now_ms)? {
             None => Ok(None),
             Some(Entry {
