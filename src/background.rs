@@ -31,8 +31,9 @@ const BACKGROUND_IDLE_FOR: Duration = Duration::from_secs(2);
 /// take that back (`background_priority`): a network thread that wakes up
 /// then preempts it at once. At nice 10 it waited for the rest of the
 /// background thread's time slice, milliseconds, often enough to make W6's
-/// p99 during checkpoints 4x the idle one (measured: 1.8 ms with idle
-/// priority against 3.6 to 4.3 ms with nice 10, idle p99 0.8 ms). After
+/// p99 during checkpoints 4x the idle one (measured on 2 cores, together
+/// with bounded cache eviction: 1.8 to 2.4 ms with idle priority against
+/// 3.3 to 4.3 ms with nice 10, idle p99 0.7 to 1.1 ms). After
 /// `BACKGROUND_IDLE_FOR` it is raised to nice 10.
 ///
 /// Only this thread is lowered: the checkpointer itself keeps the normal
