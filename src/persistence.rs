@@ -1121,15 +1121,92 @@ mod tests {
             ]
         }
 
+        /// Runs commands as one network batch does: one context, their log
+        /// records merged into one.
+        fn run_merged(server: &Server, session: &mut Session, cmds: &[Vec<Vec<u8>>]) -> Vec<u8> {
+            let mut out = ReplyBuf::new();
+            let mut ctx = Ctx::new(server, session, &mut out);
+            ctx.merge_log_records = true;
+            for argv in cmds {
+                let argv: Vec<&[u8]> = argv.iter().map(Vec::as_slice).collect();
+                command::execute(&mut ctx, &argv);
+            }
+            drop(ctx);
+            out.buf
+        }
+
+        /// How many records the framed log bytes hold.
+        fn records(framed: &[u8]) -> usize {
+            let mut bytes = wal::encode_header(7).to_vec();
+            bytes.extend_from_slice(framed);
+            let mut n = 0;
+            wal::read_segment(
+                &mut SimFile::from_bytes(bytes),
+                Path::new("sim.db-wal"),
+                7,
+                |_| -> Result<(), String> {
+                    n += 1;
+                    Ok(())
+                },
+            )
+            .expect("read");
+            n
+        }
+
+        #[test]
+        fn a_batch_logs_its_writes_as_one_record_and_replays_them() {
+            let (server, _file) = server_over(&SimFile::new());
+            let mut session = Session::new(server.register_client("t".into(), String::new()));
+            let b = |s: &str| s.as_bytes().to_vec();
+            let setbit = |k: &str, o: &str| vec![b("SETBIT"), b(k), b(o), b("1")];
+            let cmds = vec![
+                setbit("a", "1"),
+                vec![b("GET"), b("a")],
+                setbit("b", "7"),
+                setbit("a", "9"),
+            ];
+            run_merged(&server, &mut session, &cmds);
+            let merged = server.storage.log.take_pending();
+            assert_eq!(records(&merged), 1);
+            // Without merging, a record per write command.
+            for argv in &cmds {
+                run(&server, &mut session, argv);
+            }
+            assert_eq!(records(&server.storage.log.take_pending()), 3);
+            // A large batch is cut into records of about MERGED_RECORD_BYTES.
+            let value = vec![b'x'; 40 * 1024];
+            let sets: Vec<_> = (0..5)
+                .map(|i| vec![b("SET"), format!("big{i}").into_bytes(), value.clone()])
+                .collect();
+            run_merged(&server, &mut session, &sets);
+            assert_eq!(records(&server.storage.log.take_pending()), 3);
+            // The merged record replays every command.
+            let (replayed, _f) = server_over(&SimFile::new());
+            replay(&replayed, &merged);
+            let mut s2 = Session::new(replayed.register_client("t".into(), String::new()));
+            assert_eq!(run(&replayed, &mut s2, &[b("BITCOUNT"), b("a")]), b":2\r\n");
+            assert_eq!(
+                run(&replayed, &mut s2, &[b("GETBIT"), b("b"), b("7")]),
+                b":1\r\n"
+            );
+        }
+
         #[derive(Clone, Debug)]
         enum Step {
             Command(Vec<Vec<u8>>),
+            /// Commands run as one pipelined batch (records merged).
+            Batch(Vec<Vec<Vec<u8>>>),
             Checkpoint,
             Crash,
         }
 
         fn step() -> impl Strategy<Value = Step> {
-            prop_oneof![20 => cmd().prop_map(Step::Command), 2 => Just(Step::Checkpoint), 2 => Just(Step::Crash)]
+            prop_oneof![
+                20 => cmd().prop_map(Step::Command),
+                4 => proptest::collection::vec(cmd(), 1..8).prop_map(Step::Batch),
+                2 => Just(Step::Checkpoint),
+                2 => Just(Step::Crash),
+            ]
         }
 
         proptest! {
@@ -1152,6 +1229,15 @@ mod tests {
                             let want = run(&reference, &mut ref_session, argv);
                             let got = run(&subject, &mut session, argv);
                             prop_assert_eq!(String::from_utf8_lossy(&got), String::from_utf8_lossy(&want), "{:?}", argv.iter().map(|a| String::from_utf8_lossy(a).into_owned()).collect::<Vec<_>>());
+                            log.extend(subject.storage.log.take_pending());
+                        }
+                        Step::Batch(cmds) => {
+                            let mut want = Vec::new();
+                            for argv in cmds {
+                                want.extend(run(&reference, &mut ref_session, argv));
+                            }
+                            let got = run_merged(&subject, &mut session, cmds);
+                            prop_assert_eq!(String::from_utf8_lossy(&got), String::from_utf8_lossy(&want));
                             log.extend(subject.storage.log.take_pending());
                         }
                         Step::Checkpoint => {

@@ -113,6 +113,12 @@ pub struct Ctx<'a> {
     /// Log records are appended without waking the log writer; the caller
     /// kicks it (`Log::kick`) before waiting for `session.last_lsn`.
     pub defer_log_wake: bool,
+    /// Consecutive write commands share one log record (up to
+    /// `MERGED_RECORD_BYTES`), appended when the lock is released or the
+    /// context ends: one append (a mutex, a frame, a checksum) per batch of
+    /// pipelined writes instead of one per command. Their replies wait for
+    /// the whole record anyway.
+    pub merge_log_records: bool,
     /// Write commands run since the last log record (an EXEC logs its
     /// commands as one record, so recovery never sees half of it).
     log: LogRecord,
@@ -128,6 +134,7 @@ impl<'a> Ctx<'a> {
             now: crate::keyspace::now_ms(),
             replaying: false,
             defer_log_wake: false,
+            merge_log_records: false,
             log: LogRecord::default(),
         }
     }
@@ -154,10 +161,24 @@ impl<'a> Ctx<'a> {
     }
 
     /// Releases the keyspace lock early (before a slow non-keyspace step).
+    /// Merged log records are appended first: the log's order must be the
+    /// order in which commands ran under the lock.
     pub fn release(&mut self) {
+        flush_log(self);
         self.guard = None;
     }
 }
+
+impl Drop for Ctx<'_> {
+    /// Appends merged log records while the lock is still held (the guard
+    /// field is dropped after this).
+    fn drop(&mut self) {
+        flush_log(self);
+    }
+}
+
+/// A merged log record is appended once it reaches this size.
+const MERGED_RECORD_BYTES: usize = 64 * 1024;
 
 /// Runs one request (a complete argument vector) and appends its reply.
 pub fn execute(ctx: &mut Ctx<'_>, argv: &[&[u8]]) {
@@ -234,7 +255,9 @@ pub fn execute(ctx: &mut Ctx<'_>, argv: &[&[u8]]) {
         }
     }
     run(ctx, index, spec, argv);
-    flush_log(ctx);
+    if !ctx.merge_log_records || ctx.log.bytes.len() >= MERGED_RECORD_BYTES {
+        flush_log(ctx);
+    }
 }
 
 /// Keys live in directory pages: a write naming a longer key than they hold

@@ -299,6 +299,7 @@ fn run_batch(
     };
     let mut ctx = Ctx::new(server, session, out);
     ctx.defer_log_wake = true;
+    ctx.merge_log_records = true;
     let mut pos = 0;
     let mut requests = 0;
     let started = std::time::Instant::now();
