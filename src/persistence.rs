@@ -47,6 +47,8 @@ pub struct PersistStats {
     pub db_pages: u64,
     pub free_pages: u64,
     pub wal_replayed_records: u64,
+    /// Commands in the records replayed at start-up.
+    pub wal_replayed_commands: u64,
     pub backups: u64,
     pub backup_running: bool,
     pub last_backup_unix_ms: u64,
@@ -200,10 +202,12 @@ pub fn open(config: Config) -> Result<Arc<Server>, OpenError> {
     server.set_handle();
 
     let mut replayed = 0u64;
+    let mut replayed_commands = 0u64;
     let mut tail: Option<(u64, u64)> = None;
     for (i, (seq, seg_path)) in live.iter().enumerate() {
         let stats = replay_segment(&server, seg_path, *seq)?;
         replayed += stats.records;
+        replayed_commands += stats.commands;
         tail = Some((*seq, stats.valid_len));
         // Every segment but the last was synced whole before the next one
         // began, so damage there is corruption, not a crash: replaying the
@@ -225,12 +229,17 @@ pub fn open(config: Config) -> Result<Arc<Server>, OpenError> {
             .map_err(|e| OpenError::Log(format!("creating log segment {}: {e}", meta.wal_seq)))?,
     };
     let next_seq = writer.seq() + 1;
-    lock(&server.storage.stats).wal_replayed_records = replayed;
+    {
+        let mut stats = lock(&server.storage.stats);
+        stats.wal_replayed_records = replayed;
+        stats.wal_replayed_commands = replayed_commands;
+    }
     tracing::info!(
         database = %path.display(),
         txid = meta.txid,
         keys = server.keyspace().total_keys(),
         replayed_records = replayed,
+        replayed_commands,
         ms = started.elapsed().as_millis() as u64,
         "database open"
     );
@@ -270,6 +279,8 @@ const PUBLISH_CACHE_TIME: Duration = Duration::from_micros(200);
 /// What replaying one segment found.
 struct Replayed {
     records: u64,
+    /// Commands in those records (a record holds a pipelined batch's writes).
+    commands: u64,
     /// Bytes up to the end of the last good record.
     valid_len: u64,
     /// Why the segment ends before its file does.
@@ -301,6 +312,7 @@ fn replay_segment(server: &Server, path: &Path, seq: u64) -> Result<Replayed, Op
                 .map_err(|e| OpenError::Log(format!("recreating log segment {seq}: {e}")))?;
             return Ok(Replayed {
                 records: 0,
+                commands: 0,
                 valid_len: w.len(),
                 damage: None,
             });
@@ -330,6 +342,7 @@ fn replay_segment(server: &Server, path: &Path, seq: u64) -> Result<Replayed, Op
     }
     Ok(Replayed {
         records: stats.records,
+        commands,
         valid_len: stats.valid_len,
         damage: stats.damage.as_ref().map(ToString::to_string),
     })

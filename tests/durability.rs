@@ -296,6 +296,14 @@ fn torn_log_tail_is_cut_and_the_rest_replayed() {
         "the cut is logged:\n{}",
         server.output()
     );
+    // One record per unpipelined SETBIT, one command in each.
+    let info = String::from_utf8_lossy(&client.call(&["INFO", "persistence"])).into_owned();
+    for field in [
+        "wal_replayed_records:99\r\n",
+        "wal_replayed_commands:99\r\n",
+    ] {
+        assert!(info.contains(field), "INFO lacks {field:?}:\n{info}");
+    }
     // The log continues cleanly after the cut.
     assert_eq!(client.call(&["SETBIT", "after", "1", "1"]), b":0\r\n");
 }

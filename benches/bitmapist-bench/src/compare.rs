@@ -1772,10 +1772,16 @@ fn storage_wal_replay(ctx: &mut Ctx<'_>, run_dir: &Path) {
         drop(c);
         s.kill9();
         let open = s.start_again()?;
-        let replayed = s
-            .connect()?
-            .info_field("persistence", "wal_replayed_records")?
-            .unwrap_or(n as f64);
+        // Commands, not records: a record holds a pipelined batch's writes
+        // (servers before wal_replayed_commands logged one per command).
+        let mut c = s.connect()?;
+        let replayed = match c.info_field("persistence", "wal_replayed_commands")? {
+            Some(commands) => commands,
+            None => c
+                .info_field("persistence", "wal_replayed_records")?
+                .unwrap_or(n as f64),
+        };
+        drop(c);
         s.stop()?;
         Ok((open.as_secs_f64(), replayed, write_s, wal_bytes))
     })();
@@ -1783,7 +1789,7 @@ fn storage_wal_replay(ctx: &mut Ctx<'_>, run_dir: &Path) {
         Ok((open_s, replayed, write_s, wal_bytes)) => {
             let rate = replayed / open_s.max(1e-6);
             ctx.log(format!(
-                "WAL replay: {replayed} records ({:.0} MB of log) in {open_s:.2} s = {rate:.0} records/s (written at {:.0}/s)",
+                "WAL replay: {replayed} SETBITs ({:.0} MB of log) in {open_s:.2} s = {rate:.0} SETBITs/s (written at {:.0}/s)",
                 wal_bytes / MB,
                 n as f64 / write_s
             ));
@@ -1793,12 +1799,12 @@ fn storage_wal_replay(ctx: &mut Ctx<'_>, run_dir: &Path) {
                     "WAL replay after kill -9 ({} SETBITs)",
                     dataset::human_count(n)
                 ),
-                "records/s",
+                "SETBITs/s",
                 true,
                 vec![("bitmapist-server".into(), Some(rate))],
             );
             r.note = Some(format!(
-                "{replayed} records, {:.0} MB of log, {:.0} ms from start to PING",
+                "{replayed} SETBITs replayed, {:.0} MB of log, {:.0} ms from start to PING",
                 wal_bytes / MB,
                 open_s * 1e3
             ));
@@ -1808,7 +1814,7 @@ fn storage_wal_replay(ctx: &mut Ctx<'_>, run_dir: &Path) {
             ctx.row(
                 "storage",
                 "WAL replay after kill -9",
-                "records/s",
+                "SETBITs/s",
                 true,
                 vec![("bitmapist-server".into(), None)],
             );
