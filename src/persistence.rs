@@ -1139,7 +1139,7 @@ mod tests {
         fn run_merged(server: &Server, session: &mut Session, cmds: &[Vec<Vec<u8>>]) -> Vec<u8> {
             let mut out = ReplyBuf::new();
             let mut ctx = Ctx::new(server, session, &mut out);
-            ctx.merge_log_records = true;
+            ctx.network_batch = true;
             for argv in cmds {
                 let argv: Vec<&[u8]> = argv.iter().map(Vec::as_slice).collect();
                 command::execute(&mut ctx, &argv);

@@ -110,15 +110,14 @@ pub struct Ctx<'a> {
     pub now: u64,
     /// Replaying the log at start-up: nothing is logged again.
     pub replaying: bool,
-    /// Log records are appended without waking the log writer; the caller
-    /// kicks it (`Log::kick`) before waiting for `session.last_lsn`.
-    pub defer_log_wake: bool,
-    /// Consecutive write commands share one log record (up to
+    /// Runs a network thread's batch of pipelined requests. Consecutive
+    /// write commands then share one log record (up to
     /// `MERGED_RECORD_BYTES`), appended when the lock is released or the
-    /// context ends: one append (a mutex, a frame, a checksum) per batch of
-    /// pipelined writes instead of one per command. Their replies wait for
-    /// the whole record anyway.
-    pub merge_log_records: bool,
+    /// context ends: one append (a mutex, a frame, a checksum) per batch
+    /// instead of one per command; their replies wait for the whole record
+    /// anyway. The record is appended without waking the log writer: the
+    /// caller kicks it (`Log::kick`) before waiting for `session.last_lsn`.
+    pub network_batch: bool,
     /// Write commands run since the last log record (an EXEC logs its
     /// commands as one record, so recovery never sees half of it).
     log: LogRecord,
@@ -133,8 +132,7 @@ impl<'a> Ctx<'a> {
             guard: None,
             now: crate::keyspace::now_ms(),
             replaying: false,
-            defer_log_wake: false,
-            merge_log_records: false,
+            network_batch: false,
             log: LogRecord::default(),
         }
     }
@@ -255,7 +253,7 @@ pub fn execute(ctx: &mut Ctx<'_>, argv: &[&[u8]]) {
         }
     }
     run(ctx, index, spec, argv);
-    if !ctx.merge_log_records || ctx.log.bytes.len() >= MERGED_RECORD_BYTES {
+    if !ctx.network_batch || ctx.log.bytes.len() >= MERGED_RECORD_BYTES {
         flush_log(ctx);
     }
 }
@@ -317,7 +315,7 @@ fn flush_log(ctx: &mut Ctx<'_>) {
     ctx.log.bytes[0..4].copy_from_slice(&count.to_le_bytes());
     ctx.log.commands = 0;
     let log = &ctx.server.storage.log;
-    ctx.session.last_lsn = if ctx.defer_log_wake {
+    ctx.session.last_lsn = if ctx.network_batch {
         log.append_deferred(&ctx.log.bytes)
     } else {
         log.append(&ctx.log.bytes)

@@ -77,12 +77,22 @@ impl Entry {
     }
 
     fn from_committed(meta: EntryMeta) -> Entry {
-        let expire_at = (meta.expire_at != 0).then_some(meta.expire_at);
+        let expire_at = committed_expiry(&meta);
         Entry {
             value: Value::Stored(meta),
             expire_at,
         }
     }
+}
+
+/// A directory entry's expiry (stored as 0 when the key does not expire).
+fn committed_expiry(meta: &EntryMeta) -> Option<u64> {
+    (meta.expire_at != 0).then_some(meta.expire_at)
+}
+
+/// Whether a directory entry has expired.
+fn committed_expired(meta: &EntryMeta, now_ms: u64) -> bool {
+    matches!(committed_expiry(meta), Some(at) if at <= now_ms)
 }
 
 /// What is known about a key without its bitmap.
@@ -284,7 +294,7 @@ impl Keyspace {
 
     fn physical_as(&self, db: usize, key: &[u8], use_: Use) -> Result<Option<Entry>, StorageError> {
         if let Some(entry) = self.overlay_entry(db, key) {
-            return Ok(entry);
+            return Ok(entry.cloned());
         }
         Ok(self
             .committed_entry(db, key, use_)?
@@ -294,11 +304,11 @@ impl Keyspace {
     /// What the overlay layers (the changes since the last checkpoint, and
     /// those of a running one) say of a key: `None` when they leave it to the
     /// committed state, `Some(None)` when it is deleted there.
-    fn overlay_entry(&self, db: usize, key: &[u8]) -> Option<Option<Entry>> {
+    fn overlay_entry(&self, db: usize, key: &[u8]) -> Option<Option<&Entry>> {
         let top = &self.top.dbs[db];
         if let Some(slot) = top.slots.get(key) {
             return Some(match slot {
-                Slot::Present(e) => Some(e.clone()),
+                Slot::Present(e) => Some(e),
                 Slot::Deleted => None,
             });
         }
@@ -309,7 +319,7 @@ impl Keyspace {
             let f = &frozen.dbs[db];
             if let Some(slot) = f.slots.get(key) {
                 return Some(match slot {
-                    Slot::Present(e) => Some(e.clone()),
+                    Slot::Present(e) => Some(e),
                     Slot::Deleted => None,
                 });
             }
@@ -463,24 +473,23 @@ impl Keyspace {
         // A look only: the command that follows marks the key used (and
         // deletes it if it has expired).
         let (meta, held) = match self.overlay_entry(db, key) {
-            Some(Some(Entry {
-                value: Value::Stored(meta),
-                expire_at,
-            })) => {
-                if matches!(expire_at, Some(at) if at <= now_ms) {
+            Some(Some(
+                e @ Entry {
+                    value: Value::Stored(meta),
+                    ..
+                },
+            )) => {
+                if e.is_expired(now_ms) {
                     return Ok(None);
                 }
+                let meta = meta.clone();
                 let held = self.cache.get_mut().has_value(db, key, &meta);
                 (meta, held)
             }
             Some(_) => return Ok(None),
             None => match self.committed_entry_and_value(db, key, false)? {
-                (Some(meta), value) => {
-                    if meta.expire_at != 0 && meta.expire_at <= now_ms {
-                        return Ok(None);
-                    }
-                    (meta, value.is_some())
-                }
+                (Some(meta), _) if committed_expired(&meta, now_ms) => return Ok(None),
+                (Some(meta), value) => (meta, value.is_some()),
                 (None, _) => return Ok(None),
             },
         };
@@ -573,7 +582,7 @@ impl Keyspace {
                             KeyMeta {
                                 len: m.byte_len,
                                 cardinality: m.cardinality,
-                                expire_at: (m.expire_at != 0).then_some(m.expire_at),
+                                expire_at: committed_expiry(m),
                             },
                         ));
                         if committed.len() == CHUNK {
@@ -929,7 +938,7 @@ impl Db<'_> {
             if let (Some(meta), Some(value)) =
                 self.ks.committed_entry_and_value(self.index, key, true)?
             {
-                if meta.expire_at == 0 || meta.expire_at > now_ms {
+                if !committed_expired(&meta, now_ms) {
                     self.ks.cache.get_mut().hits += 1;
                     return Ok(Some(value));
                 }

@@ -63,7 +63,7 @@ thread_local! {
 
 /// Wakes the log writer once the connections already ready on this thread
 /// have run their batches: the kick is a task queued behind them. Batches
-/// append their records without waking the writer (`Ctx::defer_log_wake`),
+/// append their records without waking the writer (`Ctx::network_batch`),
 /// so one log write and one wake-up of the waiters carry the whole round
 /// instead of a few records each (pipelined SETBIT spent a third of the
 /// server's CPU time switching to the writer and back).
@@ -298,8 +298,7 @@ fn run_batch(
         ..*limits
     };
     let mut ctx = Ctx::new(server, session, out);
-    ctx.defer_log_wake = true;
-    ctx.merge_log_records = true;
+    ctx.network_batch = true;
     let mut pos = 0;
     let mut requests = 0;
     let started = std::time::Instant::now();
