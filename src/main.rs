@@ -2,7 +2,7 @@
 //! and signals, and runs the server. Everything else lives in the library.
 
 use bitmapist_server::config::{self, Parsed, VERSION};
-use bitmapist_server::server::Server;
+use bitmapist_server::server::{lock, Server};
 use bitmapist_server::{keyspace, logging, memory, net, persistence, signals};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -147,7 +147,8 @@ fn spawn_housekeeping(server: Arc<Server>) -> std::io::Result<()> {
                 let released = ks.cache().released_bytes;
                 let committed = ks.committed().clone();
                 drop(ks);
-                if trimmer.due(released) {
+                let checkpoint_running = lock(&server.storage.stats).checkpoint_running;
+                if trimmer.due(released, checkpoint_running) {
                     memory::trim();
                 }
                 if last_release.elapsed() >= RELEASE_MAPPED_PAGES_EVERY {

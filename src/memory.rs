@@ -35,8 +35,20 @@ impl Default for Trimmer {
 }
 
 impl Trimmer {
-    /// Whether to trim now, given the total bytes released so far.
-    pub fn due(&mut self, released_total: u64) -> bool {
+    /// Whether to trim now, given the total bytes released so far and
+    /// whether a checkpoint is running. Never during a checkpoint: it
+    /// releases the previous version of every value it writes while clients
+    /// allocate the next ones in the same arenas, so a trim then hands back
+    /// pages that are needed again at once, and holds each arena's lock
+    /// (which the network threads' allocations wait for) the whole time.
+    /// Under checkpoints of every W6 dataset key back to back, a trim took
+    /// 21 ms on average and up to 94 ms, and the p99 of point operations
+    /// was about 5.8 ms with trims against 3.5 ms with none (two runs each).
+    /// The trim comes when the checkpoint is over.
+    pub fn due(&mut self, released_total: u64, checkpoint_running: bool) -> bool {
+        if checkpoint_running {
+            return false;
+        }
         let released = released_total.saturating_sub(self.released_at_last_trim);
         let since = self.last_trim.elapsed();
         let due = (released >= RELEASED_BYTES_TRIGGER && since >= MIN_TRIM_INTERVAL)
@@ -86,28 +98,38 @@ mod tests {
     #[test]
     fn trims_after_enough_release_and_not_again_without_more() {
         let mut t = Trimmer::default();
-        assert!(!t.due(0));
+        assert!(!t.due(0, false));
         assert!(
-            !t.due(RELEASED_BYTES_TRIGGER),
+            !t.due(RELEASED_BYTES_TRIGGER, false),
             "trimmed just now (at start)"
         );
         t.last_trim -= MIN_TRIM_INTERVAL;
-        assert!(!t.due(RELEASED_BYTES_TRIGGER - 1));
-        assert!(t.due(RELEASED_BYTES_TRIGGER));
-        assert!(!t.due(RELEASED_BYTES_TRIGGER));
+        assert!(!t.due(RELEASED_BYTES_TRIGGER - 1, false));
+        assert!(t.due(RELEASED_BYTES_TRIGGER, false));
+        assert!(!t.due(RELEASED_BYTES_TRIGGER, false));
         t.last_trim -= MIN_TRIM_INTERVAL;
-        assert!(!t.due(2 * RELEASED_BYTES_TRIGGER - 1), "not enough since");
-        assert!(t.due(2 * RELEASED_BYTES_TRIGGER));
         assert!(
-            !t.due(3 * RELEASED_BYTES_TRIGGER),
+            !t.due(2 * RELEASED_BYTES_TRIGGER - 1, false),
+            "not enough since"
+        );
+        assert!(t.due(2 * RELEASED_BYTES_TRIGGER, false));
+        assert!(
+            !t.due(3 * RELEASED_BYTES_TRIGGER, false),
             "too soon after the last trim"
         );
         t.last_trim -= IDLE_TRIM_AFTER;
-        assert!(!t.due(2 * RELEASED_BYTES_TRIGGER), "nothing new released");
         assert!(
-            t.due(2 * RELEASED_BYTES_TRIGGER + 1),
+            !t.due(2 * RELEASED_BYTES_TRIGGER, false),
+            "nothing new released"
+        );
+        assert!(
+            t.due(2 * RELEASED_BYTES_TRIGGER + 1, false),
             "a little, but long ago"
         );
+        // Not while a checkpoint runs; right after it.
+        t.last_trim -= MIN_TRIM_INTERVAL;
+        assert!(!t.due(4 * RELEASED_BYTES_TRIGGER, true));
+        assert!(t.due(4 * RELEASED_BYTES_TRIGGER, false));
         trim();
     }
 }
