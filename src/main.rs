@@ -125,7 +125,8 @@ const SHRINK_CACHE_TIME: Duration = Duration::from_micros(200);
 /// Housekeeping: ten times a second, active expiry (examine a bounded number
 /// of keys and delete the expired ones), evict what the value cache holds
 /// over its budget, and give memory the value cache released back to the
-/// system when enough was released; every two seconds, release the mapped
+/// system when enough was released and no checkpoint is running (see
+/// `memory::Trimmer::due`); every two seconds, release the mapped
 /// pages of the database file (see
 /// `Committed::release_mapped_pages`).
 fn spawn_housekeeping(server: Arc<Server>) -> std::io::Result<()> {

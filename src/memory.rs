@@ -4,7 +4,8 @@
 //! can hold a cache's worth of free pages, and RSS doubles although the
 //! cache stays within `--cache-size`. `malloc_trim` hands the free pages of
 //! every arena back (MADV_DONTNEED); it runs from the housekeeping thread,
-//! outside the keyspace lock, once enough memory was released to be worth it.
+//! outside the keyspace lock, once enough memory was released to be worth it
+//! and no checkpoint is running.
 
 use std::time::{Duration, Instant};
 
