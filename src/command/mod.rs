@@ -59,12 +59,55 @@ impl From<crate::storage::StorageError> for CmdError {
     }
 }
 
-/// An open MULTI block.
+/// An open MULTI block. The queued commands' arguments are copied into one
+/// buffer (a copy per argument made four allocations per queued SETBIT,
+/// part of the 7% of W1's network thread spent in malloc and free).
 #[derive(Debug, Default)]
 pub struct Transaction {
-    pub queued: Vec<(usize, Vec<Vec<u8>>)>,
+    /// Per queued command: its command table index and its arguments, a
+    /// range of `args`.
+    commands: Vec<(usize, std::ops::Range<usize>)>,
+    /// Per argument: its bytes, a range of `bytes`.
+    args: Vec<std::ops::Range<usize>>,
+    bytes: Vec<u8>,
     /// A command failed to queue: EXEC will abort.
     pub failed: bool,
+}
+
+impl Transaction {
+    /// Queues a command (its table index and arguments).
+    pub fn queue(&mut self, index: usize, argv: &[&[u8]]) {
+        let first = self.args.len();
+        for arg in argv {
+            let start = self.bytes.len();
+            self.bytes.extend_from_slice(arg);
+            self.args.push(start..self.bytes.len());
+        }
+        self.commands.push((index, first..self.args.len()));
+    }
+
+    /// How many commands are queued.
+    pub fn len(&self) -> usize {
+        self.commands.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.commands.is_empty()
+    }
+
+    /// The `i`th queued command: returns its table index and puts its
+    /// arguments in `argv` (cleared first, so that one vector serves every
+    /// command).
+    pub fn command<'a>(&'a self, i: usize, argv: &mut Vec<&'a [u8]>) -> usize {
+        let (index, args) = &self.commands[i];
+        argv.clear();
+        argv.extend(
+            self.args[args.clone()]
+                .iter()
+                .map(|r| &self.bytes[r.clone()]),
+        );
+        *index
+    }
 }
 
 /// Per-connection state that commands read and change.
@@ -246,8 +289,7 @@ pub fn execute(ctx: &mut Ctx<'_>, argv: &[&[u8]]) {
     }
     if let Some(tx) = ctx.session.multi.as_mut() {
         if !spec.runs_inside_multi() {
-            tx.queued
-                .push((index, argv.iter().map(|a| a.to_vec()).collect()));
+            tx.queue(index, argv);
             ctx.out.simple("QUEUED");
             return;
         }
@@ -400,5 +442,27 @@ pub fn value_keys<'a, 'b>(argv: &'b [&'a [u8]]) -> &'b [&'a [u8]] {
         &argv[3..]
     } else {
         &[]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Transaction;
+
+    #[test]
+    fn a_transaction_gives_back_each_queued_command_as_queued() {
+        let mut tx = Transaction::default();
+        assert!(tx.is_empty());
+        tx.queue(7, &[b"SETBIT", b"k", b"5", b"1"]);
+        tx.queue(3, &[b"PING"]);
+        tx.queue(9, &[b"SET", b"", b"v"]);
+        assert_eq!(tx.len(), 3);
+        let mut argv = Vec::new();
+        assert_eq!(tx.command(0, &mut argv), 7);
+        assert_eq!(argv, [&b"SETBIT"[..], b"k", b"5", b"1"]);
+        assert_eq!(tx.command(2, &mut argv), 9);
+        assert_eq!(argv, [&b"SET"[..], b"", b"v"]);
+        assert_eq!(tx.command(1, &mut argv), 3);
+        assert_eq!(argv, [&b"PING"[..]]);
     }
 }

@@ -32,11 +32,12 @@ pub fn exec(ctx: &mut Ctx<'_>, _argv: &[&[u8]]) -> CmdResult {
     }
     // Take the lock before the first command so the block runs atomically.
     ctx.keyspace();
-    ctx.out.array(tx.queued.len());
-    for (index, argv) in &tx.queued {
-        let argv: Vec<&[u8]> = argv.iter().map(Vec::as_slice).collect();
+    ctx.out.array(tx.len());
+    let mut argv = Vec::new();
+    for i in 0..tx.len() {
+        let index = tx.command(i, &mut argv);
         match table::lookup(&argv) {
-            table::Lookup::Found(_, spec) => super::run(ctx, *index, spec, &argv),
+            table::Lookup::Found(_, spec) => super::run(ctx, index, spec, &argv),
             table::Lookup::Error(err) => ctx.out.error_bytes(&err.0),
         }
         ctx.now = crate::keyspace::now_ms();

@@ -370,17 +370,12 @@ fn cold_values(ctx: &mut Ctx<'_>, argv: &[&[u8]]) -> Vec<ColdValue> {
                 .first()
                 .is_some_and(|n| n.eq_ignore_ascii_case(b"exec")) =>
         {
-            let keys: Vec<Vec<u8>> = tx
-                .queued
-                .iter()
-                .flat_map(|(_, queued)| {
-                    let q: Vec<&[u8]> = queued.iter().map(Vec::as_slice).collect();
-                    command::value_keys(&q)
-                        .iter()
-                        .map(|k| k.to_vec())
-                        .collect::<Vec<_>>()
-                })
-                .collect();
+            let mut keys: Vec<Vec<u8>> = Vec::new();
+            let mut queued = Vec::new();
+            for i in 0..tx.len() {
+                tx.command(i, &mut queued);
+                keys.extend(command::value_keys(&queued).iter().map(|k| k.to_vec()));
+            }
             let ks = ctx.keyspace();
             keys.iter()
                 .filter_map(|k| ks.cold(db, k, now).ok().flatten())
