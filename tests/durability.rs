@@ -806,18 +806,23 @@ fn damage_before_a_later_log_segment_is_refused_a_torn_last_segment_is_cut() {
     {
         let mut server = ServerProcess::bitmapist_at(&db, &["--checkpoint-interval", "100000"]);
         let mut client = server.connect();
-        let mut batch = Vec::new();
-        for i in 0..500 {
-            batch.extend(encode(&[
-                "SETBIT",
-                &format!("k{}", i % 10),
-                &i.to_string(),
-                "1",
-            ]));
-        }
-        client.send(&batch);
-        for _ in 0..500 {
-            client.read_reply();
+        // Five pipelined batches one after another: a batch read at once is
+        // logged as one record, so one batch of all 500 could be a single
+        // record, and the damage in the middle would take every write.
+        for round in 0..5 {
+            let mut batch = Vec::new();
+            for i in round * 100..(round + 1) * 100 {
+                batch.extend(encode(&[
+                    "SETBIT",
+                    &format!("k{}", i % 10),
+                    &i.to_string(),
+                    "1",
+                ]));
+            }
+            client.send(&batch);
+            for _ in 0..100 {
+                client.read_reply();
+            }
         }
         server.kill9();
     }
