@@ -880,3 +880,51 @@ fn damage_before_a_later_log_segment_is_refused_a_torn_last_segment_is_cut() {
     );
     assert!(server.output().contains("cut there"), "{}", server.output());
 }
+
+/// EXEC reads the payloads its queued commands need from disk first: values
+/// of a restarted server are cold, and the block still runs atomically on
+/// the right values.
+#[test]
+fn exec_over_cold_values_answers_from_the_values_on_disk() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let db = db_in(dir.path());
+    let big = "x".repeat(20_000); // 0x78: four bits set a byte, stored in page extents
+    {
+        let mut server = ServerProcess::bitmapist_at(&db, &[]);
+        let mut client = server.connect();
+        assert_eq!(client.call(&["SET", "big", big.as_str()]), b"+OK\r\n");
+        assert_eq!(client.call(&["SET", "other", big.as_str()]), b"+OK\r\n");
+        assert_eq!(client.call(&["SAVE"]), b"+OK\r\n");
+        assert_eq!(server.terminate(Duration::from_secs(30)), Some(0));
+    }
+    let server = ServerProcess::bitmapist_at(&db, &[]);
+    let mut client = server.connect();
+    let memory = String::from_utf8_lossy(&client.call(&["INFO", "memory"])).into_owned();
+    assert!(
+        memory.contains("cache_keys:0\r\n"),
+        "nothing is cached after the restart:\n{memory}"
+    );
+    let mut batch = Vec::new();
+    for argv in [
+        &["MULTI"][..],
+        &["GETBIT", "big", "1"],
+        &["SETBIT", "big", "0", "1"],
+        &["BITCOUNT", "big", "0", "-1"],
+        &["BITOP", "AND", "dest", "big", "other"],
+        &["EXEC"],
+    ] {
+        batch.extend(encode(argv));
+    }
+    client.send(&batch);
+    let replies: Vec<Vec<u8>> = (0..6).map(|_| client.read_reply()).collect();
+    assert_eq!(replies[0], b"+OK\r\n");
+    assert!(
+        replies[1..5].iter().all(|r| r == b"+QUEUED\r\n"),
+        "{replies:?}"
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&replies[5]),
+        "*4\r\n:1\r\n:0\r\n:80001\r\n:20000\r\n"
+    );
+    assert_eq!(client.call(&["BITCOUNT", "dest"]), b":80000\r\n");
+}

@@ -6,7 +6,7 @@
 //! through a page fault). Reads are never cancelled.
 
 use crate::command::{self, Ctx, Session};
-use crate::keyspace::{BitString, ColdValue};
+use crate::keyspace::{BitString, ColdValue, Keyspace};
 use crate::resp::{self, Limits, Parsed, ReplyBuf};
 use crate::server::{ClientShared, Server};
 use crate::storage::btree::Payload;
@@ -364,33 +364,37 @@ fn run_batch(
 fn cold_values(ctx: &mut Ctx<'_>, argv: &[&[u8]]) -> Vec<ColdValue> {
     let db = ctx.session.db;
     let now = crate::keyspace::now_ms();
-    match &ctx.session.multi {
+    let mut cold = Vec::new();
+    match ctx.session.multi.take() {
+        // Taken out of the session while the lock is held (the keys are
+        // borrowed from it), and put back.
         Some(tx)
             if argv
                 .first()
                 .is_some_and(|n| n.eq_ignore_ascii_case(b"exec")) =>
         {
-            let mut keys: Vec<Vec<u8>> = Vec::new();
+            let ks = ctx.keyspace();
             let mut queued = Vec::new();
             for i in 0..tx.len() {
                 tx.command(i, &mut queued);
-                keys.extend(command::value_keys(&queued).iter().map(|k| k.to_vec()));
+                push_cold(ks, db, command::value_keys(&queued), now, &mut cold);
             }
-            let ks = ctx.keyspace();
-            keys.iter()
-                .filter_map(|k| ks.cold(db, k, now).ok().flatten())
-                .collect()
+            ctx.session.multi = Some(tx);
         }
-        Some(_) => Vec::new(),
+        Some(tx) => ctx.session.multi = Some(tx),
         None => {
             let keys = command::value_keys(argv);
-            if keys.is_empty() {
-                return Vec::new();
+            if !keys.is_empty() {
+                push_cold(ctx.keyspace(), db, keys, now, &mut cold);
             }
-            let ks = ctx.keyspace();
-            keys.iter()
-                .filter_map(|k| ks.cold(db, k, now).ok().flatten())
-                .collect()
         }
     }
+    cold
+}
+
+fn push_cold(ks: &mut Keyspace, db: usize, keys: &[&[u8]], now: u64, cold: &mut Vec<ColdValue>) {
+    cold.extend(
+        keys.iter()
+            .filter_map(|k| ks.cold(db, k, now).ok().flatten()),
+    );
 }
