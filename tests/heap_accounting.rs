@@ -1,0 +1,161 @@
+//! The cache's byte budget rests on `BitString::heap_bytes`: this test
+//! decodes values of the shapes an analytics dataset holds, the way the
+//! storage engine does, and compares the estimate with what the allocator
+//! really hands out for them (with glibc: each chunk's usable size plus its
+//! 8-byte header), counted by a global allocator that wraps the system's.
+
+use bitmapist_server::keyspace::bitstring::BitString;
+use roaring::RoaringBitmap;
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+
+thread_local! {
+    /// Bytes held by this thread's live allocations (frees on other threads
+    /// are not expected while a measurement runs).
+    static HELD: Cell<isize> = const { Cell::new(0) };
+}
+
+/// The memory an allocation really takes.
+fn footprint(ptr: *mut u8, layout: Layout) -> isize {
+    if ptr.is_null() {
+        return 0;
+    }
+    #[cfg(target_env = "gnu")]
+    {
+        let _ = layout;
+        // SAFETY: `ptr` was just returned by (or is about to be given back
+        // to) glibc's malloc, which the system allocator uses for these
+        // alignments.
+        (unsafe { libc::malloc_usable_size(ptr.cast()) } + 8) as isize
+    }
+    #[cfg(not(target_env = "gnu"))]
+    {
+        let _ = ptr;
+        (layout.size() + 16) as isize
+    }
+}
+
+fn count(delta: isize) {
+    let _ = HELD.try_with(|h| h.set(h.get() + delta));
+}
+
+struct Counting;
+
+// SAFETY: every call is forwarded to the system allocator unchanged.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        let p = unsafe { System.alloc(layout) };
+        count(footprint(p, layout));
+        p
+    }
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        let p = unsafe { System.alloc_zeroed(layout) };
+        count(footprint(p, layout));
+        p
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        count(-footprint(ptr, layout));
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        count(-footprint(ptr, layout));
+        let p = unsafe { System.realloc(ptr, layout, new_size) };
+        let new_layout = Layout::from_size_align(new_size, layout.align()).unwrap_or(layout);
+        // On failure the old block is still held.
+        count(if p.is_null() {
+            footprint(ptr, layout)
+        } else {
+            footprint(p, new_layout)
+        });
+        p
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: Counting = Counting;
+
+/// Bytes held by what `make` returns, measured on this thread.
+fn measure<T>(make: impl FnOnce() -> T) -> (T, usize) {
+    let before = HELD.with(Cell::get);
+    let value = make();
+    let after = HELD.with(Cell::get);
+    (value, (after - before).max(0) as usize)
+}
+
+/// A small deterministic generator (xorshift), so that no shape depends on
+/// a crate's random numbers.
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, n: u32) -> u32 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        (self.0 % u64::from(n)) as u32
+    }
+}
+
+const USERS: u32 = 20_000_000;
+
+fn random_users(count: usize, seed: u64) -> RoaringBitmap {
+    let mut rng = Rng(seed);
+    (0..count).map(|_| rng.below(USERS)).collect()
+}
+
+/// Decodes `bits` from its portable serialization, as a cold read does.
+fn decoded(bits: &RoaringBitmap) -> (BitString, usize) {
+    let mut payload = Vec::new();
+    bits.serialize_into(&mut payload)
+        .expect("serialize into a Vec");
+    measure(|| {
+        let bits = RoaringBitmap::deserialize_from(&payload[..]).expect("own serialization");
+        BitString::from_parts(bits, u64::from(USERS / 8))
+    })
+}
+
+fn assert_close(shape: &str, estimate: usize, held: usize) {
+    let low = held - held * 15 / 100;
+    let high = held + held * 15 / 100;
+    eprintln!("{shape}: heap_bytes {estimate}, allocated {held}");
+    assert!(
+        (low..=high).contains(&estimate),
+        "{shape}: heap_bytes() says {estimate} bytes, the allocator holds {held} for it"
+    );
+}
+
+#[test]
+fn heap_bytes_matches_what_decoded_values_hold() {
+    let shapes = [
+        // A rare event's day key: a few users in each of ~300 containers.
+        ("rare event, 600 users", random_users(600, 1)),
+        ("rare event, 3,000 users", random_users(3_000, 2)),
+        // A day of active users: arrays of about a thousand values.
+        ("daily active, 300,000 users", random_users(300_000, 3)),
+        // A month of active users: bitmap containers throughout.
+        (
+            "monthly active, 6,000,000 users",
+            random_users(6_000_000, 4),
+        ),
+    ];
+    for (shape, bits) in &shapes {
+        let (value, held) = decoded(bits);
+        assert_close(shape, value.heap_bytes(), held);
+    }
+    // Runs, as SET of a string of whole 0xff bytes leaves them, decoded.
+    // (The value SET itself built may hold spare capacity in its container
+    // vector, which the estimate leaves out.)
+    let mut bytes = vec![0u8; 4 << 20];
+    let mut rng = Rng(5);
+    for _ in 0..400 {
+        let start = rng.below(4 << 20) as usize;
+        let end = (start + 3_000).min(bytes.len());
+        bytes[start..end].fill(0xff);
+    }
+    let set = BitString::from_bytes(&bytes);
+    assert!(
+        set.bits().statistics().n_run_containers > 0,
+        "the runs shape should hold run containers"
+    );
+    let (value, held) = decoded(set.bits());
+    assert_close("SET of 0xff runs", value.heap_bytes(), held);
+}
