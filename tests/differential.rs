@@ -1445,6 +1445,102 @@ fn multi_exec_discard() {
     p.cmd(&["EXEC"]);
 }
 
+#[test]
+fn watch_unwatch() {
+    let mut p = Pair::new();
+    let mut other = p.connect();
+    // The commands themselves: arity, WATCH inside MULTI (an error that does
+    // not abort the transaction), UNWATCH queued inside MULTI.
+    p.check_lines(&[
+        "WATCH",
+        "UNWATCH x",
+        "UNWATCH",
+        "MULTI",
+        "WATCH a",
+        "UNWATCH",
+        "EXEC",
+        "WATCH a b",
+        "WATCH a",
+        "EXEC",
+        "UNWATCH",
+    ]);
+    // Which changes by another client fail the watcher's EXEC: (set-up,
+    // the other client's commands).
+    let cases: &[(&[&str], &[&str])] = &[
+        (&["SETBIT k 5 1"], &["SETBIT k 5 1"]),
+        (&["SETBIT k 5 1"], &["SETBIT k 6 1"]),
+        (&["SETBIT k 5 1"], &["SETBIT k 5 0"]),
+        (&["SETBIT k 5 1"], &["SETBIT k 100 0"]),
+        (&[], &["SETBIT k 6 0"]),
+        (&[], &["DEL k"]),
+        (&["SET k x"], &["DEL k"]),
+        (&["SET k x"], &["UNLINK k nothing"]),
+        (&[], &["FLUSHDB"]),
+        (&["SET k x"], &["FLUSHDB"]),
+        (&["SET other x"], &["FLUSHDB"]),
+        (&["SET k x"], &["FLUSHALL"]),
+        (&["SET k x"], &["EXPIRE k 100"]),
+        (&["SET k x"], &["EXPIRE k 0"]),
+        (&["SET k x"], &["EXPIRE k 100 XX"]),
+        (&["SET k x"], &["PERSIST k"]),
+        (&["SET k x EX 100"], &["PERSIST k"]),
+        (&[], &["BITOP OR k z"]),
+        (&["SET z a"], &["BITOP OR k z"]),
+        (&["SET k x"], &["SET k x"]),
+        (&["SET k x"], &["SET k y NX"]),
+        (&["SET k x"], &["SET k y XX"]),
+        (&["SET k x"], &["GET k", "BITCOUNT k", "EXISTS k", "TTL k"]),
+        (&["SET k x"], &["SELECT 1", "SET k y", "SELECT 0"]),
+        (&["SET j x"], &["RENAME j k"]),
+        (&["SET k x"], &["RENAME k j"]),
+        (&["SET k x"], &["RENAME k k"]),
+        (&["SET k x", "SET j y"], &["RENAMENX j k"]),
+    ];
+    for (setup, action) in cases {
+        p.check_lines(&["FLUSHALL"]);
+        p.check_lines(setup);
+        p.check_lines(&["WATCH k"]);
+        other.check_lines(action);
+        p.check_lines(&["MULTI", "GET k", "SET k done", "EXEC", "GET k"]);
+    }
+    // Pinned: a change fails EXEC with a null array and runs nothing.
+    p.check_lines(&["SET k 1", "WATCH k"]);
+    other.check_lines(&["SET k 2"]);
+    p.check_lines(&["MULTI", "SET k 3"]);
+    p.expect(&["EXEC"], b"*-1\r\n");
+    p.expect(&["GET", "k"], b"$1\r\n2\r\n");
+    // The watcher's own change counts too; the watch ends with EXEC.
+    p.check_lines(&[
+        "WATCH k", "SET k 4", "MULTI", "GET k", "EXEC", "MULTI", "GET k", "EXEC",
+    ]);
+    // UNWATCH, DISCARD and RESET forget the watched keys.
+    for forget in [&["UNWATCH"][..], &["MULTI", "DISCARD"], &["RESET"]] {
+        p.check_lines(&["WATCH k"]);
+        other.check_lines(&["SET k 5"]);
+        p.check_lines(forget);
+        p.check_lines(&["MULTI", "GET k", "EXEC"]);
+    }
+    // A queue-time error wins over a changed key (EXECABORT), and ends the
+    // watch as well.
+    p.check_lines(&["WATCH k"]);
+    other.check_lines(&["SET k 6"]);
+    p.check_lines(&["MULTI", "GET", "EXEC", "MULTI", "GET k", "EXEC"]);
+    // One changed key among several watched, in another database.
+    p.check_lines(&["SELECT 2", "WATCH a b c", "SELECT 0"]);
+    other.check_lines(&["SELECT 2", "SETBIT b 1 1", "SELECT 0"]);
+    p.check_lines(&["MULTI", "PING", "EXEC"]);
+    // A key that expires between WATCH and EXEC counts as changed.
+    p.check_lines(&["SET t x PX 60", "WATCH t"]);
+    std::thread::sleep(std::time::Duration::from_millis(150));
+    p.check_lines(&["MULTI", "PING", "EXEC"]);
+    // RESP3: the failed EXEC is a null. (HELLO's reply holds the client
+    // id, which differs between the servers.)
+    p.both(&["HELLO", "3"]);
+    p.check_lines(&["WATCH k"]);
+    other.check_lines(&["SET k 8"]);
+    p.check_lines(&["MULTI", "GET k", "EXEC"]);
+}
+
 // ---------------------------------------------------------------------------
 // Errors common to all commands
 // ---------------------------------------------------------------------------

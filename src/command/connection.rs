@@ -47,6 +47,7 @@ pub fn quit(ctx: &mut Ctx<'_>, _argv: &[&[u8]]) -> CmdResult {
 
 pub fn reset(ctx: &mut Ctx<'_>, _argv: &[&[u8]]) -> CmdResult {
     ctx.session.multi = None;
+    super::transaction::unwatch_all(ctx);
     ctx.session.db = 0;
     // As in Redis, RESET returns to the default user's unauthenticated state.
     ctx.session.authenticated = ctx.server.config.requirepass.is_none();

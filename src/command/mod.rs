@@ -125,6 +125,8 @@ pub struct Session {
     /// The client may run commands: no password is configured, or it
     /// authenticated (AUTH, HELLO ... AUTH).
     pub authenticated: bool,
+    /// Keys this client WATCHes (registered in the keyspace's `watches`).
+    pub watched: Vec<crate::keyspace::watch::WatchedKey>,
 }
 
 impl Session {
@@ -137,6 +139,7 @@ impl Session {
             shutdown_requested: false,
             last_lsn: 0,
             authenticated: true,
+            watched: Vec::new(),
         }
     }
 }

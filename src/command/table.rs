@@ -49,7 +49,10 @@ impl CommandSpec {
     /// MULTI/EXEC/DISCARD and connection-level commands run at once inside
     /// MULTI instead of being queued.
     pub fn runs_inside_multi(&self) -> bool {
-        matches!(self.name, "exec" | "discard" | "multi" | "quit" | "reset")
+        matches!(
+            self.name,
+            "exec" | "discard" | "multi" | "watch" | "quit" | "reset"
+        )
     }
 }
 
@@ -359,6 +362,24 @@ pub static COMMANDS: &[CommandSpec] = &[
         "transactions",
         "Discards a transaction.",
         transaction::discard
+    ),
+    cmd!(
+        "watch",
+        -2,
+        ["noscript", "loading", "stale", "fast"],
+        (1, -1, 1),
+        "transactions",
+        "Monitors changes to keys to determine the execution of a transaction.",
+        transaction::watch
+    ),
+    cmd!(
+        "unwatch",
+        1,
+        ["noscript", "loading", "stale", "fast"],
+        (0, 0, 0),
+        "transactions",
+        "Forgets about watched keys of a transaction.",
+        transaction::unwatch
     ),
     // connection
     cmd!(

@@ -1,6 +1,8 @@
-//! MULTI, EXEC, DISCARD with Redis's rules: queued commands run atomically
-//! (under one keyspace lock); a queue-time error aborts EXEC with
-//! EXECABORT; a run-time error is one item of EXEC's reply.
+//! MULTI, EXEC, DISCARD, WATCH and UNWATCH with Redis's rules: queued
+//! commands run atomically (under one keyspace lock); a queue-time error
+//! aborts EXEC with EXECABORT; a run-time error is one item of EXEC's reply;
+//! EXEC after a watched key changed (or expired) runs nothing and replies
+//! with a null array.
 
 use super::{table, CmdError, CmdResult, Ctx, Transaction};
 
@@ -17,8 +19,40 @@ pub fn discard(ctx: &mut Ctx<'_>, _argv: &[&[u8]]) -> CmdResult {
     if ctx.session.multi.take().is_none() {
         return Err(CmdError::new("ERR DISCARD without MULTI"));
     }
+    unwatch_all(ctx);
     ctx.out.ok();
     Ok(())
+}
+
+pub fn watch(ctx: &mut Ctx<'_>, argv: &[&[u8]]) -> CmdResult {
+    if ctx.session.multi.is_some() {
+        return Err(CmdError::new("ERR WATCH inside MULTI is not allowed"));
+    }
+    let (db, client, now) = (ctx.session.db, ctx.session.client.id, ctx.now);
+    let ks = ctx.keyspace();
+    let added: Vec<_> = argv[1..]
+        .iter()
+        .filter_map(|key| ks.watch(db, key, client, now))
+        .collect();
+    ctx.session.watched.extend(added);
+    ctx.out.ok();
+    Ok(())
+}
+
+pub fn unwatch(ctx: &mut Ctx<'_>, _argv: &[&[u8]]) -> CmdResult {
+    unwatch_all(ctx);
+    ctx.out.ok();
+    Ok(())
+}
+
+/// Forgets the session's watched keys (EXEC, DISCARD, UNWATCH, RESET).
+pub fn unwatch_all(ctx: &mut Ctx<'_>) {
+    if ctx.session.watched.is_empty() {
+        return;
+    }
+    let watched = std::mem::take(&mut ctx.session.watched);
+    let client = ctx.session.client.id;
+    ctx.keyspace().watches.unwatch(client, &watched);
 }
 
 pub fn exec(ctx: &mut Ctx<'_>, _argv: &[&[u8]]) -> CmdResult {
@@ -26,12 +60,24 @@ pub fn exec(ctx: &mut Ctx<'_>, _argv: &[&[u8]]) -> CmdResult {
         return Err(CmdError::new("ERR EXEC without MULTI"));
     };
     if tx.failed {
+        unwatch_all(ctx);
         return Err(CmdError::new(
             "EXECABORT Transaction discarded because of previous errors.",
         ));
     }
     // Take the lock before the first command so the block runs atomically.
-    ctx.keyspace();
+    let (client, now) = (ctx.session.client.id, ctx.now);
+    let broken = {
+        let watched = std::mem::take(&mut ctx.session.watched);
+        let broken = ctx.keyspace().watch_broken(client, &watched, now);
+        ctx.session.watched = watched;
+        broken
+    };
+    unwatch_all(ctx);
+    if broken {
+        ctx.out.null_array();
+        return Ok(());
+    }
     ctx.out.array(tx.len());
     let mut argv = Vec::new();
     for i in 0..tx.len() {

@@ -19,6 +19,7 @@ pub mod bitstring;
 pub mod cache;
 pub mod glob;
 pub mod slots;
+pub mod watch;
 
 use crate::storage::btree::{self, dir_key, EntryMeta, Payload};
 use crate::storage::pagefile::Committed;
@@ -231,6 +232,8 @@ pub struct Keyspace {
     pub expired_keys: u64,
     /// Committed payloads decoded on a command's path without a prefetch.
     pub sync_loads: u64,
+    /// WATCH: who watches which keys, and whose watched keys changed.
+    pub watches: watch::Watches,
 }
 
 /// Result of walking keys: a live key and what is known of it.
@@ -257,6 +260,7 @@ impl Keyspace {
             sweep_from: Vec::new(),
             expired_keys: 0,
             sync_loads: 0,
+            watches: watch::Watches::default(),
         }
     }
 
@@ -368,8 +372,66 @@ impl Keyspace {
         Ok(meta)
     }
 
-    /// Writes a slot into the overlay, keeping the key count right.
+    /// Writes a slot into the overlay, keeping the key count right: a
+    /// change of the key, which fails the EXEC of clients that watch it.
     fn set_slot(&mut self, db: usize, key: &[u8], slot: Slot) -> Result<(), StorageError> {
+        self.write_slot(db, key, slot)?;
+        self.watches.touch(db, key);
+        Ok(())
+    }
+
+    /// Touches the watched keys of `db` (all databases with `None`) that
+    /// exist, before a flush: Redis counts a flush as a change of the keys
+    /// it removes only.
+    fn touch_existing_watched(&mut self, db: Option<usize>) {
+        for (d, key) in self.watches.watched_in(db) {
+            if self
+                .physical_as(d, &key, Use::Peek)
+                .ok()
+                .flatten()
+                .is_some()
+            {
+                self.watches.touch(d, &key);
+            }
+        }
+    }
+
+    /// Whether a key watched by `client` changed since it was watched, or
+    /// expired since (Redis fails EXEC on a watched key that expired in
+    /// between, deleted or not yet).
+    pub fn watch_broken(&self, client: u64, keys: &[watch::WatchedKey], now_ms: u64) -> bool {
+        self.watches.is_touched(client)
+            || keys.iter().any(|w| {
+                !w.expired_when_watched
+                    && matches!(self.physical_as(w.db, &w.key, Use::Peek), Ok(Some(e)) if e.is_expired(now_ms))
+            })
+    }
+
+    /// Starts watching `key` of `db` for `client`; `None` when it already
+    /// does, else what the client keeps to unwatch it.
+    pub fn watch(
+        &mut self,
+        db: usize,
+        key: &[u8],
+        client: u64,
+        now_ms: u64,
+    ) -> Option<watch::WatchedKey> {
+        if !self.watches.watch(db, key, client) {
+            return None;
+        }
+        let expired_when_watched =
+            matches!(self.physical_as(db, key, Use::Peek), Ok(Some(e)) if e.is_expired(now_ms));
+        Some(watch::WatchedKey {
+            db,
+            key: key.to_vec(),
+            expired_when_watched,
+        })
+    }
+
+    /// Writes a slot into the overlay, keeping the key count right, without
+    /// counting it as a change (a value moved into the overlay to be
+    /// changed in place: the change itself is touched).
+    fn write_slot(&mut self, db: usize, key: &[u8], slot: Slot) -> Result<(), StorageError> {
         let bytes_before = slot_bytes(self.top.dbs[db].slots.get(key));
         self.set_slot_counted(db, key, slot)?;
         let layer = &mut self.top.dbs[db];
@@ -524,6 +586,7 @@ impl Keyspace {
     }
 
     pub fn flush_all(&mut self) {
+        self.touch_existing_watched(None);
         for db in 0..DATABASES {
             self.top.dbs[db] = LayerDb {
                 flushed: true,
@@ -988,7 +1051,7 @@ impl Db<'_> {
                     (v, expire_at)
                 }
             };
-            self.ks.set_slot(
+            self.ks.write_slot(
                 db,
                 key,
                 Slot::Present(Entry {
@@ -1015,9 +1078,17 @@ impl Db<'_> {
         offset: u32,
         value: bool,
     ) -> Result<bool, StorageError> {
-        let old = self.value_mut(key, now_ms)?.set_bit(offset, value);
+        let bits = self.value_mut(key, now_ms)?;
+        let len_before = bits.len();
+        let old = bits.set_bit(offset, value);
+        let grew = bits.len() != len_before;
         if old != value {
             self.ks.top.dbs[self.index].value_bytes += 2;
+        }
+        // As in Redis, a SETBIT that neither changes the bit nor creates or
+        // lengthens the string is no change for WATCH.
+        if old != value || grew {
+            self.ks.watches.touch(self.index, key);
         }
         Ok(old)
     }
@@ -1089,6 +1160,7 @@ impl Db<'_> {
     }
 
     pub fn flush(&mut self) {
+        self.ks.touch_existing_watched(Some(self.index));
         self.ks.top.dbs[self.index] = LayerDb {
             flushed: true,
             ..LayerDb::default()

@@ -278,6 +278,9 @@ pub async fn serve(server: Arc<Server>, stream: TcpStream, peer: SocketAddr, loc
         }
     };
     tracing::debug!(client = id, reason, "client disconnected");
+    if !session.watched.is_empty() {
+        server.keyspace().watches.unwatch(id, &session.watched);
+    }
     CONNECTIONS.with(|c| c.borrow_mut().remove(&id));
     server.unregister_client(id);
 }

@@ -1,0 +1,156 @@
+//! WATCH's bookkeeping: which clients watch which keys, and which of those
+//! clients saw a watched key change since (their next EXEC fails). Owned by
+//! the keyspace and guarded by its lock: every change to a key goes through
+//! the keyspace, which calls [`Watches::touch`].
+
+use std::collections::{HashMap, HashSet};
+
+/// A watched key as its client remembers it, to unwatch it later.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WatchedKey {
+    pub db: usize,
+    pub key: Vec<u8>,
+    /// The key was present with an expiry already past when it was
+    /// watched; Redis does not count such a key as changed at EXEC.
+    pub expired_when_watched: bool,
+}
+
+#[derive(Debug, Default)]
+pub struct Watches {
+    /// Watched key → the (database, client id) pairs that watch it.
+    by_key: HashMap<Box<[u8]>, Vec<(usize, u64)>>,
+    /// Clients one of whose watched keys changed since they watched it.
+    touched: HashSet<u64>,
+}
+
+impl Watches {
+    /// Starts watching `key` of `db` for `client`; false when it already did.
+    pub fn watch(&mut self, db: usize, key: &[u8], client: u64) -> bool {
+        let watchers = self.by_key.entry(key.into()).or_default();
+        if watchers.contains(&(db, client)) {
+            return false;
+        }
+        watchers.push((db, client));
+        true
+    }
+
+    /// Forgets every watch of `client` (`keys`: the keys it watched) and
+    /// whether one of them changed.
+    pub fn unwatch(&mut self, client: u64, keys: &[WatchedKey]) {
+        for watched in keys {
+            let key = watched.key.as_slice();
+            if let Some(watchers) = self.by_key.get_mut(key) {
+                watchers.retain(|&(db, c)| !(db == watched.db && c == client));
+                if watchers.is_empty() {
+                    self.by_key.remove(key);
+                }
+            }
+        }
+        self.touched.remove(&client);
+    }
+
+    /// A key of `db` changed: the clients watching it will fail their EXEC.
+    #[inline]
+    pub fn touch(&mut self, db: usize, key: &[u8]) {
+        if self.by_key.is_empty() {
+            return;
+        }
+        if let Some(watchers) = self.by_key.get(key) {
+            for &(d, client) in watchers {
+                if d == db {
+                    self.touched.insert(client);
+                }
+            }
+        }
+    }
+
+    /// The watched keys of `db` (of every database with `None`), for FLUSHDB
+    /// and FLUSHALL to touch those that exist.
+    pub fn watched_in(&self, db: Option<usize>) -> Vec<(usize, Vec<u8>)> {
+        let mut keys = Vec::new();
+        for (key, watchers) in &self.by_key {
+            let mut dbs: Vec<usize> = watchers
+                .iter()
+                .map(|&(d, _)| d)
+                .filter(|&d| db.is_none_or(|db| db == d))
+                .collect();
+            dbs.sort_unstable();
+            dbs.dedup();
+            keys.extend(dbs.into_iter().map(|d| (d, key.to_vec())));
+        }
+        keys
+    }
+
+    /// Whether a key `client` watches changed since it watched it.
+    pub fn is_touched(&self, client: u64) -> bool {
+        self.touched.contains(&client)
+    }
+
+    /// Keys watched by at least one client.
+    pub fn watched_keys(&self) -> usize {
+        self.by_key.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn watched(db: usize, key: &[u8]) -> WatchedKey {
+        WatchedKey {
+            db,
+            key: key.to_vec(),
+            expired_when_watched: false,
+        }
+    }
+
+    #[test]
+    fn a_touch_marks_the_watchers_of_that_key_in_that_database() {
+        let mut w = Watches::default();
+        assert!(w.watch(0, b"k", 1));
+        assert!(!w.watch(0, b"k", 1));
+        assert!(w.watch(1, b"k", 2));
+        assert!(w.watch(0, b"other", 3));
+        w.touch(0, b"k");
+        assert!(w.is_touched(1));
+        assert!(!w.is_touched(2), "another database's key of the same name");
+        assert!(!w.is_touched(3));
+        w.touch(0, b"unwatched");
+        assert!(!w.is_touched(3));
+    }
+
+    #[test]
+    fn unwatch_forgets_the_keys_and_the_touch() {
+        let mut w = Watches::default();
+        w.watch(0, b"k", 1);
+        w.watch(0, b"k", 2);
+        w.touch(0, b"k");
+        w.unwatch(1, &[watched(0, b"k")]);
+        assert!(!w.is_touched(1));
+        assert!(w.is_touched(2));
+        assert_eq!(w.watched_keys(), 1);
+        w.unwatch(2, &[watched(0, b"k")]);
+        assert_eq!(w.watched_keys(), 0);
+        // Nothing watched: a touch marks no one.
+        w.touch(0, b"k");
+        assert!(!w.is_touched(1) && !w.is_touched(2));
+    }
+
+    #[test]
+    fn watched_in_lists_each_database_once() {
+        let mut w = Watches::default();
+        w.watch(0, b"a", 1);
+        w.watch(0, b"a", 2);
+        w.watch(3, b"a", 2);
+        w.watch(3, b"b", 1);
+        let mut all = w.watched_in(None);
+        all.sort();
+        assert_eq!(
+            all,
+            vec![(0, b"a".to_vec()), (3, b"a".to_vec()), (3, b"b".to_vec())]
+        );
+        let mut three = w.watched_in(Some(3));
+        three.sort();
+        assert_eq!(three, vec![(3, b"a".to_vec()), (3, b"b".to_vec())]);
+    }
+}
