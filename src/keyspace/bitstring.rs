@@ -33,6 +33,10 @@ const CONTAINER_SLOT_BYTES: usize = 40;
 /// What the allocator adds to each container's own allocation (glibc: an
 /// 8-byte header, sizes rounded up to 16, 32 bytes at least).
 const CONTAINER_ALLOCATION_OVERHEAD: usize = 24;
+/// Heap bytes the first bit set in an empty bitmap allocates: its container
+/// vector, with room for four containers, and an array container with room
+/// for four values (each with the allocator's header and rounding).
+pub const FIRST_BIT_BYTES: usize = 4 * CONTAINER_SLOT_BYTES + 16 + 32;
 
 /// Bytes per roaring container (65536 bits).
 const CHUNK_BYTES: usize = 8192;

@@ -124,16 +124,35 @@ pub struct LayerDb {
     pub value_bytes: usize,
 }
 
+/// Bytes a key held in a layer costs besides its value: its hash-table
+/// bucket (the key's pointer and the slot, at the table's typical load of
+/// about two thirds), its entry in the ordered set, and the key's allocation
+/// (its reference counts and the allocator's header; the key's bytes are
+/// added). `tests/heap_accounting.rs` checks the sum against what the
+/// allocator holds for many changed keys.
+const SLOT_OVERHEAD: usize = (std::mem::size_of::<(Arc<[u8]>, Slot)>() * 3) / 2 + 40 + 32;
+/// The allocation of a loaded value's `Arc<BitString>`.
+const LOADED_VALUE_OVERHEAD: usize = 64;
+
 /// Bytes counted for a slot in a layer's `value_bytes`.
-fn slot_bytes(slot: Option<&Slot>) -> usize {
-    match slot {
-        None => 0,
+fn slot_bytes(key: &[u8], slot: Option<&Slot>) -> usize {
+    let held = match slot {
+        None => return 0,
         Some(Slot::Present(Entry {
             value: Value::Loaded(v),
             ..
-        })) => v.heap_bytes() + 64,
-        Some(_) => 64,
-    }
+        })) => LOADED_VALUE_OVERHEAD + v.heap_bytes(),
+        Some(Slot::Present(Entry {
+            value:
+                Value::Stored(EntryMeta {
+                    payload: Payload::Inline(bytes),
+                    ..
+                }),
+            ..
+        })) => bytes.len(),
+        Some(_) => 0,
+    };
+    SLOT_OVERHEAD + key.len() + held
 }
 
 /// A set of changes to all databases.
@@ -432,11 +451,11 @@ impl Keyspace {
     /// counting it as a change (a value moved into the overlay to be
     /// changed in place: the change itself is touched).
     fn write_slot(&mut self, db: usize, key: &[u8], slot: Slot) -> Result<(), StorageError> {
-        let bytes_before = slot_bytes(self.top.dbs[db].slots.get(key));
+        let bytes_before = slot_bytes(key, self.top.dbs[db].slots.get(key));
         self.set_slot_counted(db, key, slot)?;
         let layer = &mut self.top.dbs[db];
-        layer.value_bytes =
-            (layer.value_bytes + slot_bytes(layer.slots.get(key))).saturating_sub(bytes_before);
+        layer.value_bytes = (layer.value_bytes + slot_bytes(key, layer.slots.get(key)))
+            .saturating_sub(bytes_before);
         Ok(())
     }
 
@@ -1080,10 +1099,17 @@ impl Db<'_> {
     ) -> Result<bool, StorageError> {
         let bits = self.value_mut(key, now_ms)?;
         let len_before = bits.len();
+        let was_empty = bits.bits().is_empty();
         let old = bits.set_bit(offset, value);
         let grew = bits.len() != len_before;
         if old != value {
-            self.ks.top.dbs[self.index].value_bytes += 2;
+            // A bit in an array container takes two bytes; the first bit of
+            // a bitmap allocates its container vector and first container.
+            self.ks.top.dbs[self.index].value_bytes += if was_empty {
+                bitstring::FIRST_BIT_BYTES
+            } else {
+                2
+            };
         }
         // As in Redis, a SETBIT that neither changes the bit nor creates or
         // lengthens the string is no change for WATCH.
