@@ -15,7 +15,7 @@ use bitmapist_server::config::Config;
 use bitmapist_server::import::bolt::{self, BoltFile};
 use bitmapist_server::keyspace::glob::{self, Pattern};
 use bitmapist_server::keyspace::{BitOp, BitString, Keyspace, RangeUnit};
-use bitmapist_server::persistence::{PersistStats, Storage};
+use bitmapist_server::persistence::{PersistStats, Storage, WriteHold};
 use bitmapist_server::resp::parser::{self, Limits, Parsed, ProtocolError};
 use bitmapist_server::resp::ReplyBuf;
 use bitmapist_server::server::Server;
@@ -335,6 +335,7 @@ fn replay_server() -> Server {
         requests: Mutex::new(tx),
         stats: Mutex::new(PersistStats::default()),
         db_path: PathBuf::from("fuzz.db"),
+        write_hold: WriteHold::new(1 << 20),
     };
     Server::new(Config::defaults(), keyspace, storage)
 }

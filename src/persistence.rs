@@ -20,6 +20,9 @@ use crate::storage::wal;
 use crate::storage::StorageError;
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+use std::sync::atomic::AtomicU64;
+use std::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed, Release};
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -30,6 +33,8 @@ pub enum Request {
     Save(Sender<Result<(), String>>),
     /// Checkpoint soon; nobody waits (BGSAVE).
     Background,
+    /// Checkpoint soon: changed data reached half the cache budget.
+    DirtyData,
     /// Final checkpoint, then stop; answer when done.
     Shutdown(Sender<Result<(), String>>),
     /// Checkpoint, then copy the database to the backup path (SIGUSR1).
@@ -63,11 +68,82 @@ pub struct Storage {
     pub requests: Mutex<Sender<Request>>,
     pub stats: Mutex<PersistStats>,
     pub db_path: PathBuf,
+    pub write_hold: WriteHold,
+}
+
+/// Keeps changed data within the cache budget when writes arrive faster
+/// than checkpoints write them out (the checkpointer runs at idle priority,
+/// so under a full load of new keys it falls behind). Once changed keys hold
+/// half the budget, the first write of a network batch asks for a
+/// checkpoint at once (instead of at the checkpointer's next look, up to a
+/// second later); past the whole budget, network clients' write commands
+/// wait for the end of a checkpoint. Reads never wait, and nothing waits
+/// after a failed checkpoint (writes then answer for themselves, with
+/// MISCONF where the log cannot be written).
+pub struct WriteHold {
+    /// Changed bytes (`Keyspace::dirty_bytes`) above which writes wait.
+    limit: usize,
+    running: AtomicBool,
+    /// A checkpoint was asked for and has not started yet.
+    asked: AtomicBool,
+    /// The last checkpoint failed.
+    failing: AtomicBool,
+    /// Counts finished checkpoint attempts, successful or not.
+    finished: tokio::sync::watch::Sender<u64>,
+    /// Times a client's write waited.
+    pub holds: AtomicU64,
+}
+
+impl WriteHold {
+    pub fn new(limit: usize) -> WriteHold {
+        WriteHold {
+            limit,
+            running: AtomicBool::new(false),
+            asked: AtomicBool::new(false),
+            failing: AtomicBool::new(false),
+            finished: tokio::sync::watch::Sender::new(0),
+            holds: AtomicU64::new(0),
+        }
+    }
+
+    /// Waits until a checkpoint attempt ends after the `seen`-th.
+    pub async fn wait(&self, seen: u64) {
+        self.holds.fetch_add(1, Relaxed);
+        let mut finished = self.finished.subscribe();
+        let _ = finished.wait_for(|n| *n > seen).await;
+    }
+
+    fn started(&self) {
+        self.asked.store(false, Release);
+        self.running.store(true, Release);
+    }
+
+    fn ended(&self, ok: bool) {
+        self.failing.store(!ok, Release);
+        self.running.store(false, Release);
+        self.finished.send_modify(|n| *n += 1);
+    }
 }
 
 impl Storage {
     fn send(&self, r: Request) -> bool {
         lock(&self.requests).send(r).is_ok()
+    }
+
+    /// Called (under the keyspace lock) before the first write of a
+    /// network batch, with the changed bytes: asks for a checkpoint once
+    /// they reach half the budget, and returns `Some(n)` when the write must
+    /// wait for a checkpoint attempt to end after the `n`-th (see
+    /// [`WriteHold`]).
+    pub fn before_write(&self, dirty: usize) -> Option<u64> {
+        let hold = &self.write_hold;
+        if dirty < hold.limit / 2 {
+            return None;
+        }
+        if !hold.running.load(Acquire) && !hold.asked.swap(true, AcqRel) {
+            self.send(Request::DirtyData);
+        }
+        (dirty > hold.limit && !hold.failing.load(Acquire)).then(|| *hold.finished.borrow())
     }
 
     /// Runs a checkpoint and waits for it (SAVE). Call without holding the
@@ -197,6 +273,7 @@ pub fn open(config: Config) -> Result<Arc<Server>, OpenError> {
             ..PersistStats::default()
         }),
         db_path: path.clone(),
+        write_hold: WriteHold::new(tuning.cache_bytes),
     };
     let server = Arc::new(Server::new(config, keyspace, storage));
     server.set_handle();
@@ -373,6 +450,9 @@ impl Checkpointer {
                 Some(Request::Background) => {
                     let _ = self.checkpoint("BGSAVE");
                 }
+                Some(Request::DirtyData) => {
+                    let _ = self.checkpoint("dirty data");
+                }
                 Some(Request::Backup) => {
                     // Signals that arrived meanwhile are served by this backup.
                     let mut later = Vec::new();
@@ -420,6 +500,9 @@ impl Checkpointer {
             }
             Request::Background => {
                 let _ = self.checkpoint("BGSAVE");
+            }
+            Request::DirtyData => {
+                let _ = self.checkpoint("dirty data");
             }
             Request::Shutdown(reply) => {
                 let r = self.checkpoint("shutdown");
@@ -523,6 +606,7 @@ impl Checkpointer {
 
     fn checkpoint(&mut self, reason: &str) -> Result<(), String> {
         let started = Instant::now();
+        self.server.storage.write_hold.started();
         let (frozen, base, seq) = {
             let mut ks = self.server.keyspace();
             // Nothing changed and nothing logged since the last checkpoint
@@ -530,6 +614,7 @@ impl Checkpointer {
             let logged = self.server.storage.log.segment_bytes() > wal::HEADER_LEN;
             if !ks.has_changes() && !logged {
                 self.last = Instant::now();
+                self.server.storage.write_hold.ended(true);
                 return Ok(());
             }
             let seq = self.next_seq;
@@ -550,6 +635,7 @@ impl Checkpointer {
         });
         let mut stats = lock(&self.server.storage.stats);
         stats.checkpoint_running = false;
+        self.server.storage.write_hold.ended(result.is_ok());
         self.last = Instant::now();
         match result {
             Ok(keys) => {
@@ -1034,6 +1120,7 @@ mod tests {
                 requests: Mutex::new(tx),
                 stats: Mutex::new(PersistStats::default()),
                 db_path: PathBuf::from("sim.db"),
+                write_hold: WriteHold::new(256 * 1024),
             };
             (Arc::new(Server::new(Config::defaults(), ks, storage)), file)
         }

@@ -928,3 +928,79 @@ fn exec_over_cold_values_answers_from_the_values_on_disk() {
     );
     assert_eq!(client.call(&["BITCOUNT", "dest"]), b":80000\r\n");
 }
+
+fn persistence_field(client: &mut RawClient, field: &str) -> u64 {
+    let reply = client.call(&["INFO", "persistence"]);
+    let text = String::from_utf8_lossy(&reply).into_owned();
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("{field}:")))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("INFO persistence has no {field}: {text}"))
+}
+
+/// Writers of new keys, faster than the checkpointer (idle priority) writes
+/// them out: changed data stays near the cache budget, as writes wait for
+/// the running checkpoint instead of piling up, and every write is kept.
+#[test]
+fn writes_wait_for_the_checkpoint_when_changed_data_outgrows_the_cache_budget() {
+    const BUDGET: u64 = 4 << 20;
+    const WRITERS: usize = 4;
+    const KEYS_EACH: u64 = 60_000;
+    let server = ServerProcess::bitmapist(&["--cache-size", "4MiB"]);
+    let port = server.port();
+    let done = Arc::new(AtomicBool::new(false));
+    let watcher = {
+        let done = done.clone();
+        std::thread::spawn(move || {
+            let mut client = RawClient::connect(port);
+            let mut most = 0;
+            while !done.load(Ordering::Relaxed) {
+                most = most.max(persistence_field(&mut client, "dirty_bytes"));
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            most
+        })
+    };
+    let writers: Vec<_> = (0..WRITERS)
+        .map(|w| {
+            std::thread::spawn(move || {
+                let mut client = RawClient::connect(port);
+                for start in (0..KEYS_EACH).step_by(500) {
+                    let mut batch = Vec::new();
+                    for i in start..start + 500 {
+                        let key = format!("user:{w}:{i}");
+                        batch.extend(encode(&["SETBIT", key.as_str(), "7", "1"]));
+                    }
+                    client.send(&batch);
+                    for _ in 0..500 {
+                        assert_eq!(client.read_reply(), b":0\r\n");
+                    }
+                }
+            })
+        })
+        .collect();
+    for w in writers {
+        w.join().expect("writer");
+    }
+    done.store(true, Ordering::Relaxed);
+    let most = watcher.join().expect("watcher");
+    let mut client = RawClient::connect(port);
+    let holds = persistence_field(&mut client, "write_holds");
+    let checkpoints = persistence_field(&mut client, "checkpoints");
+    eprintln!("most dirty bytes seen {most}, write holds {holds}, checkpoints {checkpoints}");
+    assert!(checkpoints > 0, "no checkpoint ran");
+    // A batch already running when the limit is crossed still completes:
+    // allow one batch (500 keys, about 500 bytes each) per writer over it.
+    assert!(
+        most <= BUDGET + (WRITERS as u64) * 500 * 1024,
+        "changed data reached {most} bytes with a {BUDGET}-byte cache budget"
+    );
+    assert_eq!(
+        client.call(&["DBSIZE"]),
+        format!(":{}\r\n", WRITERS as u64 * KEYS_EACH).into_bytes()
+    );
+    for w in 0..WRITERS {
+        let key = format!("user:{w}:{}", KEYS_EACH - 1);
+        assert_eq!(client.call(&["GETBIT", key.as_str(), "7"]), b":1\r\n");
+    }
+}

@@ -164,6 +164,11 @@ pub struct Ctx<'a> {
     /// anyway. The record is appended without waking the log writer: the
     /// caller kicks it (`Log::kick`) before waiting for `session.last_lsn`.
     pub network_batch: bool,
+    /// A change in this network batch already looked at the changed data.
+    pub write_checked: bool,
+    /// The batch stopped before a change that must wait for the end of a
+    /// checkpoint attempt after this many (`persistence::WriteHold`).
+    pub hold_writes: Option<u64>,
     /// Write commands run since the last log record (an EXEC logs its
     /// commands as one record, so recovery never sees half of it).
     log: LogRecord,
@@ -179,6 +184,8 @@ impl<'a> Ctx<'a> {
             now: crate::keyspace::now_ms(),
             replaying: false,
             network_batch: false,
+            write_checked: false,
+            hold_writes: None,
             log: LogRecord::default(),
         }
     }
@@ -287,6 +294,20 @@ pub fn execute(ctx: &mut Ctx<'_>, argv: &[&[u8]]) {
                 tx.failed = true;
             }
             ctx.out.error(&err);
+            return;
+        }
+    }
+    // The first change of a network batch looks at how much changed data
+    // waits for a checkpoint (see `persistence::WriteHold`).
+    let changes = match ctx.session.multi {
+        Some(_) => spec.name == "exec",
+        None => spec.is_write(),
+    };
+    if changes && ctx.network_batch && !ctx.write_checked {
+        ctx.write_checked = true;
+        let dirty = ctx.keyspace().dirty_bytes();
+        if let Some(seen) = ctx.server.storage.before_write(dirty) {
+            ctx.hold_writes = Some(seen);
             return;
         }
     }

@@ -242,7 +242,7 @@ fn write_section(ctx: &mut Ctx<'_>, section: &str, t: &mut String) {
                 "# Persistence\r\nloading:0\r\npersistence_enabled:1\r\nfsync:{}\r\n\
                  wal_segment_bytes:{}\r\nwal_appended:{}\r\nwal_written:{}\r\nwal_write_ok:{}\r\n\
                  wal_replayed_records:{}\r\nwal_replayed_commands:{}\r\ndirty_bytes:{dirty}\r\n\
-                 checkpoint_in_progress:{}\r\ncheckpoints:{}\r\nlast_checkpoint_time:{}\r\n\
+                 write_holds:{}\r\ncheckpoint_in_progress:{}\r\ncheckpoints:{}\r\nlast_checkpoint_time:{}\r\n\
                  last_checkpoint_duration_ms:{}\r\nlast_checkpoint_status:{}\r\n\
                  db_file_bytes:{db_bytes}\r\ndb_pages:{}\r\ndb_free_pages:{}\r\n\
                  backup_in_progress:{}\r\nbackups:{}\r\nlast_backup_time:{}\r\nlast_backup_duration_ms:{}\r\n\
@@ -255,6 +255,7 @@ fn write_section(ctx: &mut Ctx<'_>, section: &str, t: &mut String) {
                 u8::from(!log.is_failing()),
                 p.wal_replayed_records,
                 p.wal_replayed_commands,
+                ctx.server.storage.write_hold.holds.load(Relaxed),
                 u8::from(p.checkpoint_running),
                 p.checkpoints,
                 p.last_checkpoint_unix_ms / 1000,

@@ -46,6 +46,10 @@ enum Next {
     /// The replies outgrew `--client-output-buffer-limit`: close without
     /// writing them.
     Overflow,
+    /// The next request changes data, and changed data outgrew the cache
+    /// budget: wait for a checkpoint attempt to end after this many (see
+    /// `persistence::WriteHold`).
+    HoldWrites(u64),
 }
 
 /// A connection's socket and shared record, for the idle-client timer.
@@ -226,6 +230,11 @@ pub async fn serve(server: Arc<Server>, stream: TcpStream, peer: SocketAddr, loc
                 }
                 Next::Read { need: n } => need = n,
                 Next::Overflow => unreachable!("handled before writing"),
+                Next::HoldWrites(seen) => {
+                    server.storage.write_hold.wait(seen).await;
+                    need = 1;
+                    continue;
+                }
                 Next::Load(cold) => {
                     for c in &cold {
                         match read_cold(&server, c).await {
@@ -330,9 +339,13 @@ fn run_batch(
                         return (pos, Next::Load(cold));
                     }
                 }
+                command::execute(&mut ctx, &argv);
+                if let Some(seen) = ctx.hold_writes {
+                    // Not run: it runs again after the wait.
+                    return (pos, Next::HoldWrites(seen));
+                }
                 pos += consumed;
                 requests += 1;
-                command::execute(&mut ctx, &argv);
                 if ctx.out.len() > output_limit {
                     return (pos, Next::Overflow);
                 }
