@@ -1533,6 +1533,15 @@ fn watch_unwatch() {
     p.check_lines(&["SET t x PX 60", "WATCH t"]);
     std::thread::sleep(std::time::Duration::from_millis(150));
     p.check_lines(&["MULTI", "PING", "EXEC"]);
+    // A key that had expired when it was watched: deleting it as expired
+    // (by a read, or by DEL) is no change; a new value is.
+    for touch in [&["GET t"][..], &["DEL t"], &["SET t y"]] {
+        p.check_lines(&["SET t x PX 20"]);
+        std::thread::sleep(std::time::Duration::from_millis(80));
+        p.check_lines(&["WATCH t"]);
+        other.check_lines(touch);
+        p.check_lines(&["MULTI", "GET t", "EXEC"]);
+    }
     // RESP3: the failed EXEC is a null. (HELLO's reply holds the client
     // id, which differs between the servers.)
     p.both(&["HELLO", "3"]);

@@ -435,11 +435,11 @@ impl Keyspace {
         client: u64,
         now_ms: u64,
     ) -> Option<watch::WatchedKey> {
-        if !self.watches.watch(db, key, client) {
-            return None;
-        }
         let expired_when_watched =
             matches!(self.physical_as(db, key, Use::Peek), Ok(Some(e)) if e.is_expired(now_ms));
+        if !self.watches.watch(db, key, client, expired_when_watched) {
+            return None;
+        }
         Some(watch::WatchedKey {
             db,
             key: key.to_vec(),
@@ -501,7 +501,8 @@ impl Keyspace {
     ) -> Result<Option<Entry>, StorageError> {
         match self.physical_as(db, key, use_)? {
             Some(e) if e.is_expired(now_ms) => {
-                self.set_slot(db, key, Slot::Deleted)?;
+                self.write_slot(db, key, Slot::Deleted)?;
+                self.watches.touch_expired(db, key);
                 self.expired_keys += 1;
                 Ok(None)
             }
@@ -865,7 +866,8 @@ impl Keyspace {
         self.sweep_from = next_from;
         let mut n = 0;
         for (db, key) in expired_keys {
-            if self.set_slot(db, &key, Slot::Deleted).is_ok() {
+            if self.write_slot(db, &key, Slot::Deleted).is_ok() {
+                self.watches.touch_expired(db, &key);
                 n += 1;
             }
         }

@@ -15,22 +15,37 @@ pub struct WatchedKey {
     pub expired_when_watched: bool,
 }
 
+/// A client watching a key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Watcher {
+    db: usize,
+    client: u64,
+    /// The key had expired (not yet deleted) when the client watched it: its
+    /// deletion as expired is no change (Redis 7.0's rule).
+    expired: bool,
+}
+
 #[derive(Debug, Default)]
 pub struct Watches {
-    /// Watched key → the (database, client id) pairs that watch it.
-    by_key: HashMap<Box<[u8]>, Vec<(usize, u64)>>,
+    /// Watched key → the clients that watch it.
+    by_key: HashMap<Box<[u8]>, Vec<Watcher>>,
     /// Clients one of whose watched keys changed since they watched it.
     touched: HashSet<u64>,
 }
 
 impl Watches {
-    /// Starts watching `key` of `db` for `client`; false when it already did.
-    pub fn watch(&mut self, db: usize, key: &[u8], client: u64) -> bool {
+    /// Starts watching `key` of `db` for `client` (`expired`: the key had
+    /// expired, not yet deleted); false when it already did.
+    pub fn watch(&mut self, db: usize, key: &[u8], client: u64, expired: bool) -> bool {
         let watchers = self.by_key.entry(key.into()).or_default();
-        if watchers.contains(&(db, client)) {
+        if watchers.iter().any(|w| w.db == db && w.client == client) {
             return false;
         }
-        watchers.push((db, client));
+        watchers.push(Watcher {
+            db,
+            client,
+            expired,
+        });
         true
     }
 
@@ -40,7 +55,7 @@ impl Watches {
         for watched in keys {
             let key = watched.key.as_slice();
             if let Some(watchers) = self.by_key.get_mut(key) {
-                watchers.retain(|&(db, c)| !(db == watched.db && c == client));
+                watchers.retain(|w| !(w.db == watched.db && w.client == client));
                 if watchers.is_empty() {
                     self.by_key.remove(key);
                 }
@@ -56,9 +71,27 @@ impl Watches {
             return;
         }
         if let Some(watchers) = self.by_key.get(key) {
-            for &(d, client) in watchers {
-                if d == db {
-                    self.touched.insert(client);
+            for w in watchers {
+                if w.db == db {
+                    self.touched.insert(w.client);
+                }
+            }
+        }
+    }
+
+    /// An expired key of `db` was deleted: a change for the clients that
+    /// watched it while it was live; for those that watched it already
+    /// expired, no change (and from now on, they watch a missing key).
+    pub fn touch_expired(&mut self, db: usize, key: &[u8]) {
+        if self.by_key.is_empty() {
+            return;
+        }
+        if let Some(watchers) = self.by_key.get_mut(key) {
+            for w in watchers.iter_mut().filter(|w| w.db == db) {
+                if w.expired {
+                    w.expired = false;
+                } else {
+                    self.touched.insert(w.client);
                 }
             }
         }
@@ -71,7 +104,7 @@ impl Watches {
         for (key, watchers) in &self.by_key {
             let mut dbs: Vec<usize> = watchers
                 .iter()
-                .map(|&(d, _)| d)
+                .map(|w| w.db)
                 .filter(|&d| db.is_none_or(|db| db == d))
                 .collect();
             dbs.sort_unstable();
@@ -107,10 +140,10 @@ mod tests {
     #[test]
     fn a_touch_marks_the_watchers_of_that_key_in_that_database() {
         let mut w = Watches::default();
-        assert!(w.watch(0, b"k", 1));
-        assert!(!w.watch(0, b"k", 1));
-        assert!(w.watch(1, b"k", 2));
-        assert!(w.watch(0, b"other", 3));
+        assert!(w.watch(0, b"k", 1, false));
+        assert!(!w.watch(0, b"k", 1, false));
+        assert!(w.watch(1, b"k", 2, false));
+        assert!(w.watch(0, b"other", 3, false));
         w.touch(0, b"k");
         assert!(w.is_touched(1));
         assert!(!w.is_touched(2), "another database's key of the same name");
@@ -122,8 +155,8 @@ mod tests {
     #[test]
     fn unwatch_forgets_the_keys_and_the_touch() {
         let mut w = Watches::default();
-        w.watch(0, b"k", 1);
-        w.watch(0, b"k", 2);
+        w.watch(0, b"k", 1, false);
+        w.watch(0, b"k", 2, false);
         w.touch(0, b"k");
         w.unwatch(1, &[watched(0, b"k")]);
         assert!(!w.is_touched(1));
@@ -137,12 +170,25 @@ mod tests {
     }
 
     #[test]
+    fn deleting_a_key_that_had_expired_when_watched_is_no_change() {
+        let mut w = Watches::default();
+        w.watch(0, b"k", 1, true);
+        w.watch(0, b"k", 2, false);
+        w.touch_expired(0, b"k");
+        assert!(!w.is_touched(1));
+        assert!(w.is_touched(2));
+        // Watched as missing from now on: a new value is a change.
+        w.touch(0, b"k");
+        assert!(w.is_touched(1));
+    }
+
+    #[test]
     fn watched_in_lists_each_database_once() {
         let mut w = Watches::default();
-        w.watch(0, b"a", 1);
-        w.watch(0, b"a", 2);
-        w.watch(3, b"a", 2);
-        w.watch(3, b"b", 1);
+        w.watch(0, b"a", 1, false);
+        w.watch(0, b"a", 2, false);
+        w.watch(3, b"a", 2, false);
+        w.watch(3, b"b", 1, false);
         let mut all = w.watched_in(None);
         all.sort();
         assert_eq!(
