@@ -102,14 +102,20 @@ fn random_users(count: usize, seed: u64) -> RoaringBitmap {
     (0..count).map(|_| rng.below(USERS)).collect()
 }
 
-/// Decodes `bits` from its portable serialization, as a cold read does.
+/// Decodes `bits` (of a string of the users' length) from its portable
+/// serialization, as a cold read does.
 fn decoded(bits: &RoaringBitmap) -> (BitString, usize) {
+    decoded_as(bits, u64::from(USERS / 8))
+}
+
+/// [`decoded`] for a string of `len` bytes.
+fn decoded_as(bits: &RoaringBitmap, len: u64) -> (BitString, usize) {
     let mut payload = Vec::new();
     bits.serialize_into(&mut payload)
         .expect("serialize into a Vec");
     measure(|| {
         let bits = RoaringBitmap::deserialize_from(&payload[..]).expect("own serialization");
-        BitString::from_parts(bits, u64::from(USERS / 8))
+        BitString::from_parts(bits, len)
     })
 }
 
@@ -156,7 +162,7 @@ fn heap_bytes_matches_what_decoded_values_hold() {
         set.bits().statistics().n_run_containers > 0,
         "the runs shape should hold run containers"
     );
-    let (value, held) = decoded(set.bits());
+    let (value, held) = decoded_as(set.bits(), bytes.len() as u64);
     assert_close("SET of 0xff runs", value.heap_bytes(), held);
 }
 
