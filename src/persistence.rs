@@ -12,10 +12,10 @@ use crate::config::Config;
 use crate::keyspace::{BitString, Keyspace, Layer, Slot, Value, WrittenValue};
 use crate::resp::ReplyBuf;
 use crate::server::{lock, Server};
-use crate::storage::btree::{self, dir_key};
+use crate::storage::btree::{self, dir_key, Payload};
 use crate::storage::io::UringFile;
 use crate::storage::log::{FsyncPolicy, Log};
-use crate::storage::pagefile::{encode_payload, Committed, MapFile, NewValue, PageFile};
+use crate::storage::pagefile::{self, encode_payload, Committed, MapFile, NewValue, PageFile};
 use crate::storage::wal;
 use crate::storage::StorageError;
 use std::ops::ControlFlow;
@@ -797,6 +797,16 @@ pub fn write_layer<F: MapFile>(
     for (mut ckey, value) in loaded {
         if let Some(meta) = committed.lookup(&ckey)? {
             let db = usize::from(ckey.remove(0));
+            // A small value built bit by bit holds spare room (its container
+            // vector grows four at a time): cache a copy decoded from its
+            // inline payload, which holds none. A one-bit key's value then
+            // takes 80 bytes instead of 208.
+            let value = match &meta.payload {
+                Payload::Inline(bytes) => pagefile::decode_payload(bytes, &meta)
+                    .map(Arc::new)
+                    .unwrap_or(value),
+                Payload::Extent { .. } => value,
+            };
             written.push(WrittenValue {
                 db,
                 key: ckey,

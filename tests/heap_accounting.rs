@@ -226,3 +226,50 @@ fn dirty_bytes_match_what_changed_keys_hold() {
         held + values_held - empty,
     );
 }
+
+/// The cache's byte count of checkpointed keys (directory entry, inline
+/// payload and value, which a checkpoint decodes again from a small payload)
+/// against what it holds.
+#[test]
+fn cache_bytes_match_what_cached_keys_hold() {
+    use bitmapist_server::keyspace::cache::Cache;
+    use bitmapist_server::storage::btree::{EntryMeta, Payload};
+    for keys in [20_000u32, 28_000] {
+        let (values, values_held) = measure(|| {
+            (0..keys)
+                .map(|i| {
+                    let bits: RoaringBitmap = std::iter::once(i % 4096).collect();
+                    decoded_as(&bits, 512).0
+                })
+                .collect::<Vec<BitString>>()
+        });
+        let (cache, held) = measure(move || {
+            let mut cache = Cache::new(1 << 30);
+            for (i, value) in values.into_iter().enumerate() {
+                let key = format!("user:{}:{}", i % 1000, i);
+                let mut payload = Vec::new();
+                value
+                    .bits()
+                    .serialize_into(&mut payload)
+                    .expect("serialize");
+                let meta = EntryMeta {
+                    byte_len: value.len(),
+                    cardinality: 1,
+                    expire_at: 0,
+                    payload_crc: 0,
+                    payload: Payload::Inline(payload.into()),
+                };
+                let bytes = value.heap_bytes();
+                cache.insert_committed(0, key.as_bytes(), meta, std::sync::Arc::new(value), bytes);
+            }
+            cache
+        });
+        // The Vec of values the measurement took them from is not cached.
+        let vec_of_values = keys as usize * std::mem::size_of::<BitString>();
+        assert_close(
+            &format!("{keys} cached one-bit keys"),
+            cache.bytes(),
+            held + values_held - vec_of_values,
+        );
+    }
+}
