@@ -2,7 +2,7 @@
 //! and signals, and runs the server. Everything else lives in the library.
 
 use bitmapist_server::config::{self, Parsed, VERSION};
-use bitmapist_server::server::{lock, Server};
+use bitmapist_server::server::Server;
 use bitmapist_server::{keyspace, logging, memory, net, persistence, signals};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -148,7 +148,7 @@ fn spawn_housekeeping(server: Arc<Server>) -> std::io::Result<()> {
                 let released = ks.cache().released_bytes;
                 let committed = ks.committed().clone();
                 drop(ks);
-                let checkpoint_running = lock(&server.storage.stats).checkpoint_running;
+                let checkpoint_running = server.storage.write_hold.checkpoint_running();
                 if trimmer.due(released, checkpoint_running) {
                     memory::trim();
                 }

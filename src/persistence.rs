@@ -48,7 +48,6 @@ pub struct PersistStats {
     pub last_checkpoint_unix_ms: u64,
     pub last_checkpoint_ms: u64,
     pub last_checkpoint_error: Option<String>,
-    pub checkpoint_running: bool,
     pub db_pages: u64,
     pub free_pages: u64,
     pub wal_replayed_records: u64,
@@ -79,7 +78,8 @@ pub struct Storage {
 /// second later); past the whole budget, network clients' write commands
 /// wait for the end of a checkpoint. Reads never wait, and nothing waits
 /// after a failed checkpoint (writes then answer for themselves, with
-/// MISCONF where the log cannot be written).
+/// MISCONF where the log cannot be written). It is also the one record of
+/// whether a checkpoint runs (INFO, the allocator trims).
 pub struct WriteHold {
     /// Changed bytes (`Keyspace::dirty_bytes`) above which writes wait.
     limit: usize,
@@ -104,6 +104,11 @@ impl WriteHold {
             finished: tokio::sync::watch::Sender::new(0),
             holds: AtomicU64::new(0),
         }
+    }
+
+    /// Whether a checkpoint runs.
+    pub fn checkpoint_running(&self) -> bool {
+        self.running.load(Acquire)
     }
 
     /// Waits until a checkpoint attempt ends after the `seen`-th.
@@ -140,7 +145,7 @@ impl Storage {
         if dirty < hold.limit / 2 {
             return None;
         }
-        if !hold.running.load(Acquire) && !hold.asked.swap(true, AcqRel) {
+        if !hold.checkpoint_running() && !hold.asked.swap(true, AcqRel) {
             self.send(Request::DirtyData);
         }
         (dirty > hold.limit && !hold.failing.load(Acquire)).then(|| *hold.finished.borrow())
@@ -624,7 +629,6 @@ impl Checkpointer {
             self.server.storage.log.rotate(seq);
             (frozen, ks.committed().clone(), seq)
         };
-        lock(&self.server.storage.stats).checkpoint_running = true;
         let result = self.write(&frozen, &base, seq).map(|(keys, released)| {
             // Values no longer held anywhere are freed here: the whole
             // previous version of every key written, often hundreds of
@@ -633,9 +637,8 @@ impl Checkpointer {
             at_background_priority(move || drop((frozen, released)));
             keys
         });
-        let mut stats = lock(&self.server.storage.stats);
-        stats.checkpoint_running = false;
         self.server.storage.write_hold.ended(result.is_ok());
+        let mut stats = lock(&self.server.storage.stats);
         self.last = Instant::now();
         match result {
             Ok(keys) => {

@@ -299,11 +299,11 @@ pub fn execute(ctx: &mut Ctx<'_>, argv: &[&[u8]]) {
     }
     // The first change of a network batch looks at how much changed data
     // waits for a checkpoint (see `persistence::WriteHold`).
-    let changes = match ctx.session.multi {
+    let changes = || match ctx.session.multi {
         Some(_) => spec.name == "exec",
         None => spec.is_write(),
     };
-    if changes && ctx.network_batch && !ctx.write_checked {
+    if ctx.network_batch && !ctx.write_checked && changes() {
         ctx.write_checked = true;
         let dirty = ctx.keyspace().dirty_bytes();
         if let Some(seen) = ctx.server.storage.before_write(dirty) {

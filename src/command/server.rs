@@ -256,7 +256,7 @@ fn write_section(ctx: &mut Ctx<'_>, section: &str, t: &mut String) {
                 p.wal_replayed_records,
                 p.wal_replayed_commands,
                 ctx.server.storage.write_hold.holds.load(Relaxed),
-                u8::from(p.checkpoint_running),
+                u8::from(ctx.server.storage.write_hold.checkpoint_running()),
                 p.checkpoints,
                 p.last_checkpoint_unix_ms / 1000,
                 p.last_checkpoint_ms,
@@ -273,7 +273,7 @@ fn write_section(ctx: &mut Ctx<'_>, section: &str, t: &mut String) {
                     (None, 0) => "none",
                     (None, _) => "ok",
                 },
-                u8::from(p.checkpoint_running),
+                u8::from(ctx.server.storage.write_hold.checkpoint_running()),
                 p.last_checkpoint_unix_ms / 1000,
                 if p.last_checkpoint_error.is_some() { "err" } else { "ok" },
             )

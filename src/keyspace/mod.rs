@@ -421,7 +421,7 @@ impl Keyspace {
     pub fn watch_broken(&self, client: u64, keys: &[watch::WatchedKey], now_ms: u64) -> bool {
         self.watches.is_touched(client)
             || keys.iter().any(|w| {
-                !w.expired_when_watched
+                self.watches.watched_live(w.db, &w.key, client)
                     && matches!(self.physical_as(w.db, &w.key, Use::Peek), Ok(Some(e)) if e.is_expired(now_ms))
             })
     }
@@ -443,7 +443,6 @@ impl Keyspace {
         Some(watch::WatchedKey {
             db,
             key: key.to_vec(),
-            expired_when_watched,
         })
     }
 

@@ -10,9 +10,6 @@ use std::collections::{HashMap, HashSet};
 pub struct WatchedKey {
     pub db: usize,
     pub key: Vec<u8>,
-    /// The key was present with an expiry already past when it was
-    /// watched; Redis does not count such a key as changed at EXEC.
-    pub expired_when_watched: bool,
 }
 
 /// A client watching a key.
@@ -114,6 +111,17 @@ impl Watches {
         keys
     }
 
+    /// Whether `client` watched `key` of `db` while it was live (or
+    /// missing), rather than already expired: only then does its expiry
+    /// before EXEC count as a change (Redis 7.0's rule).
+    pub fn watched_live(&self, db: usize, key: &[u8], client: u64) -> bool {
+        self.by_key.get(key).is_some_and(|watchers| {
+            watchers
+                .iter()
+                .any(|w| w.db == db && w.client == client && !w.expired)
+        })
+    }
+
     /// Whether a key `client` watches changed since it watched it.
     pub fn is_touched(&self, client: u64) -> bool {
         self.touched.contains(&client)
@@ -133,7 +141,6 @@ mod tests {
         WatchedKey {
             db,
             key: key.to_vec(),
-            expired_when_watched: false,
         }
     }
 
@@ -174,9 +181,12 @@ mod tests {
         let mut w = Watches::default();
         w.watch(0, b"k", 1, true);
         w.watch(0, b"k", 2, false);
+        assert!(!w.watched_live(0, b"k", 1));
+        assert!(w.watched_live(0, b"k", 2));
         w.touch_expired(0, b"k");
         assert!(!w.is_touched(1));
         assert!(w.is_touched(2));
+        assert!(w.watched_live(0, b"k", 1), "watches a missing key now");
         // Watched as missing from now on: a new value is a change.
         w.touch(0, b"k");
         assert!(w.is_touched(1));
