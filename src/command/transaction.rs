@@ -67,13 +67,12 @@ pub fn exec(ctx: &mut Ctx<'_>, _argv: &[&[u8]]) -> CmdResult {
     }
     // Take the lock before the first command so the block runs atomically.
     let (client, now) = (ctx.session.client.id, ctx.now);
-    let broken = {
-        let watched = std::mem::take(&mut ctx.session.watched);
-        let broken = ctx.keyspace().watch_broken(client, &watched, now);
-        ctx.session.watched = watched;
-        broken
-    };
-    unwatch_all(ctx);
+    let watched = std::mem::take(&mut ctx.session.watched);
+    let ks = ctx.keyspace();
+    let broken = !watched.is_empty() && ks.watch_broken(client, &watched, now);
+    if !watched.is_empty() {
+        ks.watches.unwatch(client, &watched);
+    }
     if broken {
         ctx.out.null_array();
         return Ok(());
