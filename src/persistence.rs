@@ -709,7 +709,17 @@ impl Checkpointer {
             if changes.flushed {
                 hold(&mut |ks| ks.forget_cached_db(db));
             }
-            let mut keys = changes.slots.iter().map(|(key, _)| key).peekable();
+            // A key written with a new value gets its new entry in place of
+            // the old one below (`cache_written`): only the others (deleted,
+            // or a new expiry or name over a stored payload) are forgotten.
+            let mut keys = changes
+                .slots
+                .iter()
+                .filter(|(_, slot)| {
+                    !matches!(slot, Slot::Present(e) if matches!(e.value, Value::Loaded(_)))
+                })
+                .map(|(key, _)| key)
+                .peekable();
             while keys.peek().is_some() {
                 hold(&mut |ks| {
                     for key in keys.by_ref().take(PUBLISH_KEYS_PER_LOCK) {
@@ -798,26 +808,32 @@ pub fn write_layer<F: MapFile>(
     // new directory entries.
     let mut written = Vec::with_capacity(loaded.len());
     for (mut ckey, value) in loaded {
-        if let Some(meta) = committed.lookup(&ckey)? {
-            let db = usize::from(ckey.remove(0));
-            // A small value built bit by bit holds spare room (its container
-            // vector grows four at a time): cache a copy decoded from its
-            // inline payload, which holds none. A one-bit key's value then
-            // takes 80 bytes instead of 208.
-            let value = match &meta.payload {
-                Payload::Inline(bytes) => pagefile::decode_payload(bytes, &meta)
-                    .map(Arc::new)
-                    .unwrap_or(value),
-                Payload::Extent { .. } => value,
-            };
-            written.push(WrittenValue {
-                db,
-                key: ckey,
-                meta,
-                value_bytes: value.heap_bytes(),
-                value,
-            });
-        }
+        // Publishing replaces the cached entry of every key written here, so
+        // each must be found.
+        let Some(meta) = committed.lookup(&ckey)? else {
+            return Err(StorageError::corrupt(format!(
+                "the directory just committed lacks key {:?}",
+                String::from_utf8_lossy(&ckey[1..])
+            )));
+        };
+        let db = usize::from(ckey.remove(0));
+        // A small value built bit by bit holds spare room (its container
+        // vector grows four at a time): cache a copy decoded from its
+        // inline payload, which holds none. A one-bit key's value then
+        // takes 80 bytes instead of 208.
+        let value = match &meta.payload {
+            Payload::Inline(bytes) => pagefile::decode_payload(bytes, &meta)
+                .map(Arc::new)
+                .unwrap_or(value),
+            Payload::Extent { .. } => value,
+        };
+        written.push(WrittenValue {
+            db,
+            key: ckey,
+            meta,
+            value_bytes: value.heap_bytes(),
+            value,
+        });
     }
     Ok(Written {
         committed,

@@ -929,6 +929,71 @@ fn exec_over_cold_values_answers_from_the_values_on_disk() {
     assert_eq!(client.call(&["BITCOUNT", "dest"]), b":80000\r\n");
 }
 
+/// A checkpoint publishes each kind of change to the cache of committed
+/// values: a new value (its cached entry replaced in place), a new expiry
+/// over an unchanged value, a deletion, a rename and a new key; reads after
+/// it, after a second change and checkpoint of the same keys, and after a
+/// restart see the new state.
+#[test]
+fn reads_after_checkpoints_see_every_kind_of_change() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let db = db_in(dir.path());
+    let big = "x".repeat(20_000); // stored in page extents
+    let expected = |client: &mut RawClient, round: u8| {
+        let first = if round == 0 { 0x81 } else { 0xc1 };
+        let mut a = b"$3\r\n".to_vec();
+        a.extend_from_slice(&[first, b'b', b'c', b'\r', b'\n']);
+        assert_eq!(client.call(&["GET", "a"]), a);
+        let ttl = String::from_utf8_lossy(&client.call(&["PTTL", "b"])).into_owned();
+        let ms: i64 = ttl.trim_start_matches(':').trim().parse().expect("PTTL");
+        assert!(ms > 0 && ms <= 1_000_000, "PTTL b {ttl}");
+        assert_eq!(
+            client.call(&["GET", "b"]),
+            format!("${}\r\n{big}\r\n", big.len()).into_bytes()
+        );
+        assert_eq!(client.call(&["EXISTS", "c", "d"]), b":0\r\n");
+        assert_eq!(client.call(&["GET", "e"]), b"$3\r\nddd\r\n");
+        assert_eq!(client.call(&["GETBIT", "f", "1"]), b":1\r\n");
+        assert_eq!(client.call(&["DBSIZE"]), b":4\r\n");
+    };
+    {
+        let mut server = ServerProcess::bitmapist_at(&db, &[]);
+        let mut client = server.connect();
+        for (k, v) in [
+            ("a", "abc"),
+            ("b", big.as_str()),
+            ("c", "ccc"),
+            ("d", "ddd"),
+        ] {
+            assert_eq!(client.call(&["SET", k, v]), b"+OK\r\n");
+        }
+        assert_eq!(client.call(&["SAVE"]), b"+OK\r\n");
+        // Cached, with their values.
+        for k in ["a", "b", "c", "d"] {
+            assert!(client.call(&["GET", k]).starts_with(b"$"));
+        }
+        // "abc" starts with 0x61 (0110 0001): bit 0 set, bits 1 and 2
+        // cleared make 0x81; bit 1 set again (round 1) makes 0xc1.
+        assert_eq!(client.call(&["SETBIT", "a", "0", "1"]), b":0\r\n");
+        assert_eq!(client.call(&["SETBIT", "a", "1", "0"]), b":1\r\n");
+        assert_eq!(client.call(&["SETBIT", "a", "2", "0"]), b":1\r\n");
+        assert_eq!(client.call(&["PEXPIRE", "b", "1000000"]), b":1\r\n");
+        assert_eq!(client.call(&["DEL", "c"]), b":1\r\n");
+        assert_eq!(client.call(&["RENAME", "d", "e"]), b"+OK\r\n");
+        assert_eq!(client.call(&["SETBIT", "f", "1", "1"]), b":0\r\n");
+        assert_eq!(client.call(&["SAVE"]), b"+OK\r\n");
+        expected(&mut client, 0);
+        // The same keys again, over the entries the first checkpoint cached.
+        assert_eq!(client.call(&["SETBIT", "a", "1", "1"]), b":0\r\n");
+        assert_eq!(client.call(&["SAVE"]), b"+OK\r\n");
+        expected(&mut client, 1);
+        assert_eq!(server.terminate(Duration::from_secs(30)), Some(0));
+    }
+    let server = ServerProcess::bitmapist_at(&db, &[]);
+    let mut client = server.connect();
+    expected(&mut client, 1);
+}
+
 fn persistence_field(client: &mut RawClient, field: &str) -> u64 {
     let reply = client.call(&["INFO", "persistence"]);
     let text = String::from_utf8_lossy(&reply).into_owned();

@@ -359,15 +359,34 @@ impl Cache {
         self.put(db, key, Held::new(Some(meta), Some(value), value_bytes));
     }
 
+    /// Holds `held` for the key, at the recent end, in place of what was
+    /// held: one lookup when the key is held, as it is for most keys a
+    /// checkpoint wrote (a write takes the value out and leaves the entry),
+    /// which publishing replaces under the keyspace lock.
     fn put(&mut self, db: usize, key: &[u8], held: Held) {
-        self.forget(db, key);
         self.lookup_key(db, key);
-        let full = CacheKey::new(&self.scratch);
-        self.bytes += held.cost(&full);
-        if held.value.is_some() {
+        let has_value = held.value.is_some();
+        match self.lru.get_key_value_mut(self.scratch.as_slice()) {
+            Some((full, slot)) => {
+                let added = held.cost(full);
+                let old = std::mem::replace(slot, held);
+                let removed = old.cost(full);
+                self.bytes = self.bytes + added - removed;
+                self.released_bytes += removed as u64;
+                if let Some(value) = old.value {
+                    self.values -= 1;
+                    self.release(value);
+                }
+            }
+            None => {
+                let full = CacheKey::new(&self.scratch);
+                self.bytes += held.cost(&full);
+                self.lru.put(full, held);
+            }
+        }
+        if has_value {
             self.values += 1;
         }
-        self.lru.put(full, held);
         self.evict();
     }
 
@@ -519,6 +538,46 @@ mod tests {
         assert!(c.value(0, &99u32.to_be_bytes(), &meta(99, 7)).is_some());
         assert!(c.value(0, &0u32.to_be_bytes(), &meta(0, 7)).is_none());
         assert!(c.evictions > 0);
+    }
+
+    #[test]
+    fn holding_a_key_again_replaces_its_entry_in_place_and_keeps_the_counts() {
+        let mut c = Cache::new(1 << 20);
+        insert(&mut c, 0, b"a", meta(1, 1), value(10));
+        c.insert_entry(0, b"b", None);
+        let (one_value, two_entries) = (c.bytes(), c.entries());
+        // A write took the value out and left the entry; the checkpoint
+        // that wrote the key holds its new entry and value.
+        assert!(c.take_value(0, b"a", &meta(1, 1)).is_some());
+        assert_eq!(c.len(), 0);
+        insert(&mut c, 0, b"a", meta(2, 2), value(10));
+        assert_eq!(
+            (c.bytes(), c.entries(), c.len()),
+            (one_value, two_entries, 1)
+        );
+        assert!(
+            c.value(0, b"a", &meta(1, 1)).is_none(),
+            "the old entry is gone"
+        );
+        assert!(c.value(0, b"a", &meta(2, 2)).is_some());
+        // Over a held value: the old one is released, counted once.
+        insert(&mut c, 0, b"a", meta(3, 3), value(20));
+        assert_eq!(c.len(), 1);
+        assert_eq!(c.take_released().len(), 1);
+        // A known-absent key gets a value, and the counts follow.
+        insert(&mut c, 0, b"b", meta(4, 4), value(10));
+        assert_eq!((c.entries(), c.len()), (2, 2));
+        c.forget(0, b"a");
+        c.forget(0, b"b");
+        assert_eq!((c.bytes(), c.entries(), c.len()), (0, 0, 0));
+        // The replaced key is the most recent: eviction takes the other.
+        insert(&mut c, 0, b"x", meta(5, 5), value(10));
+        insert(&mut c, 0, b"y", meta(6, 6), value(10));
+        insert(&mut c, 0, b"x", meta(7, 7), value(10));
+        c.budget = c.bytes() - 1;
+        c.shrink();
+        assert!(c.value(0, b"x", &meta(7, 7)).is_some());
+        assert!(c.value(0, b"y", &meta(6, 6)).is_none());
     }
 
     /// A cache of `n` entries without values, exactly at its budget.
