@@ -76,20 +76,30 @@ pub struct Storage {
 /// half the budget, the first write of a network batch asks for a
 /// checkpoint at once (instead of at the checkpointer's next look, up to a
 /// second later); past the whole budget, network clients' write commands
-/// wait for the end of a checkpoint. Reads never wait, and nothing waits
+/// wait until a checkpoint takes the changes (begins) or ends, and look
+/// again. They do not wait while less than a quarter of the budget changed
+/// since the running checkpoint began: waiting cannot shrink what that
+/// checkpoint writes, so after a burst of changes larger than the budget
+/// (SETBIT on every key of a large dataset) writes wait for its checkpoint
+/// to begin, not to end, and go on until they add a quarter of the budget
+/// of their own. Changed data then peaks at what the running checkpoint
+/// writes plus a quarter of the budget. Reads never wait, and nothing waits
 /// after a failed checkpoint (writes then answer for themselves, with
 /// MISCONF where the log cannot be written). It is also the one record of
 /// whether a checkpoint runs (INFO, the allocator trims).
 pub struct WriteHold {
-    /// Changed bytes (`Keyspace::dirty_bytes`) above which writes wait.
+    /// Changed bytes (`Keyspace::dirty_bytes`) above which writes wait (the
+    /// cache budget).
     limit: usize,
     running: AtomicBool,
     /// A checkpoint was asked for and has not started yet.
     asked: AtomicBool,
     /// The last checkpoint failed.
     failing: AtomicBool,
-    /// Counts finished checkpoint attempts, successful or not.
-    finished: tokio::sync::watch::Sender<u64>,
+    /// Counts checkpoints that began (took the changes made so far) and
+    /// checkpoint attempts that ended, successful or not: what waiting
+    /// writes wait for.
+    progress: tokio::sync::watch::Sender<u64>,
     /// Times a client's write waited.
     pub holds: AtomicU64,
 }
@@ -101,7 +111,7 @@ impl WriteHold {
             running: AtomicBool::new(false),
             asked: AtomicBool::new(false),
             failing: AtomicBool::new(false),
-            finished: tokio::sync::watch::Sender::new(0),
+            progress: tokio::sync::watch::Sender::new(0),
             holds: AtomicU64::new(0),
         }
     }
@@ -111,11 +121,12 @@ impl WriteHold {
         self.running.load(Acquire)
     }
 
-    /// Waits until a checkpoint attempt ends after the `seen`-th.
+    /// Waits until a checkpoint begins or ends, after the `seen`-th time
+    /// one did.
     pub async fn wait(&self, seen: u64) {
         self.holds.fetch_add(1, Relaxed);
-        let mut finished = self.finished.subscribe();
-        let _ = finished.wait_for(|n| *n > seen).await;
+        let mut progress = self.progress.subscribe();
+        let _ = progress.wait_for(|n| *n > seen).await;
     }
 
     fn started(&self) {
@@ -123,10 +134,16 @@ impl WriteHold {
         self.running.store(true, Release);
     }
 
+    /// The running checkpoint took the changes made so far (called right
+    /// after `Keyspace::freeze`, under the keyspace lock).
+    fn froze(&self) {
+        self.progress.send_modify(|n| *n += 1);
+    }
+
     fn ended(&self, ok: bool) {
         self.failing.store(!ok, Release);
         self.running.store(false, Release);
-        self.finished.send_modify(|n| *n += 1);
+        self.progress.send_modify(|n| *n += 1);
     }
 }
 
@@ -136,11 +153,13 @@ impl Storage {
     }
 
     /// Called (under the keyspace lock) before the first write of a
-    /// network batch, with the changed bytes: asks for a checkpoint once
-    /// they reach half the budget, and returns `Some(n)` when the write must
-    /// wait for a checkpoint attempt to end after the `n`-th (see
-    /// [`WriteHold`]).
-    pub fn before_write(&self, dirty: usize) -> Option<u64> {
+    /// network batch, with the changed bytes (`Keyspace::dirty_bytes`) and
+    /// those changed since the running checkpoint began
+    /// (`Keyspace::changed_bytes`): asks for a checkpoint once the changed
+    /// bytes reach half the budget, and returns `Some(n)` when the write must
+    /// wait until a checkpoint begins or ends, after the `n`-th time one did
+    /// (see [`WriteHold`]).
+    pub fn before_write(&self, dirty: usize, changed: usize) -> Option<u64> {
         let hold = &self.write_hold;
         if dirty < hold.limit / 2 {
             return None;
@@ -148,7 +167,8 @@ impl Storage {
         if !hold.checkpoint_running() && !hold.asked.swap(true, AcqRel) {
             self.send(Request::DirtyData);
         }
-        (dirty > hold.limit && !hold.failing.load(Acquire)).then(|| *hold.finished.borrow())
+        (dirty > hold.limit && changed > hold.limit / 4 && !hold.failing.load(Acquire))
+            .then(|| *hold.progress.borrow())
     }
 
     /// Runs a checkpoint and waits for it (SAVE). Call without holding the
@@ -625,6 +645,7 @@ impl Checkpointer {
             let seq = self.next_seq;
             self.next_seq += 1;
             let frozen = ks.freeze();
+            self.server.storage.write_hold.froze();
             // Under the keyspace lock: every record logged so far is in `frozen`.
             self.server.storage.log.rotate(seq);
             (frozen, ks.committed().clone(), seq)

@@ -305,8 +305,9 @@ pub fn execute(ctx: &mut Ctx<'_>, argv: &[&[u8]]) {
     };
     if ctx.network_batch && !ctx.write_checked && changes() {
         ctx.write_checked = true;
-        let dirty = ctx.keyspace().dirty_bytes();
-        if let Some(seen) = ctx.server.storage.before_write(dirty) {
+        let ks = ctx.keyspace();
+        let (dirty, changed) = (ks.dirty_bytes(), ks.changed_bytes());
+        if let Some(seen) = ctx.server.storage.before_write(dirty, changed) {
             ctx.hold_writes = Some(seen);
             return;
         }

@@ -302,6 +302,12 @@ impl Keyspace {
         self.top.value_bytes() + self.frozen.as_ref().map_or(0, |f| f.value_bytes())
     }
 
+    /// Bytes of values changed since the last checkpoint began (not those a
+    /// running checkpoint writes).
+    pub fn changed_bytes(&self) -> usize {
+        self.top.value_bytes()
+    }
+
     pub fn has_changes(&self) -> bool {
         !self.top.is_empty() || self.frozen.is_some()
     }
