@@ -38,7 +38,7 @@ fn backup_while_writers_run_holds_every_write_acknowledged_before_the_signal() {
     let db = dir.path().join("bitmapist.db");
     let bak = dir.path().join("backup.db");
     let bak_arg = bak.to_str().expect("path").to_string();
-    let server = ServerProcess::bitmapist_at(&db, &["--bak", &bak_arg]);
+    let mut server = ServerProcess::bitmapist_at(&db, &["--bak", &bak_arg]);
     let port = server.port();
     let stop = Arc::new(AtomicBool::new(false));
     // (key, offset, acknowledged at)
@@ -85,7 +85,14 @@ fn backup_while_writers_run_holds_every_write_acknowledged_before_the_signal() {
     std::thread::sleep(Duration::from_millis(200));
     stop.store(true, Ordering::Relaxed);
     for w in writers {
-        w.join().expect("writer");
+        if w.join().is_err() {
+            // A writer lost its connection: say what the server logged.
+            panic!(
+                "a writer failed; server running: {}; its log:\n{}",
+                server.is_running(),
+                server.output()
+            );
+        }
     }
     let before: BTreeSet<(String, u64)> = acked
         .lock()
