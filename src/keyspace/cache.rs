@@ -15,8 +15,10 @@
 //! lookups are bound by memory latency): it sets the entry's `used` flag,
 //! and eviction gives a flagged entry a second chance at the recent end
 //! instead of dropping it (the CLOCK approximation of LRU). Short keys are
-//! stored inside the LRU node, so comparing them touches no other memory.
+//! stored inside the LRU node (`KeyBytes`), so comparing them touches no
+//! other memory.
 
+use super::key::KeyBytes;
 use super::BitString;
 use crate::storage::btree::{EntryMeta, Payload};
 use foldhash::fast::RandomState;
@@ -33,66 +35,8 @@ const INLINE_PAYLOAD_OVERHEAD: usize = 32;
 /// A decoded value's `Arc` allocation.
 const VALUE_OVERHEAD: usize = 64;
 
-/// A cache key: the database number byte followed by the key; up to 22
-/// bytes are kept inline.
-#[derive(Clone)]
-enum CacheKey {
-    Inline { len: u8, bytes: [u8; INLINE_KEY] },
-    Heap(Box<[u8]>),
-}
-
-const INLINE_KEY: usize = 22;
-
-impl CacheKey {
-    fn new(full: &[u8]) -> CacheKey {
-        if full.len() <= INLINE_KEY {
-            let mut bytes = [0; INLINE_KEY];
-            bytes[..full.len()].copy_from_slice(full);
-            CacheKey::Inline {
-                len: full.len() as u8,
-                bytes,
-            }
-        } else {
-            CacheKey::Heap(full.into())
-        }
-    }
-
-    fn as_slice(&self) -> &[u8] {
-        match self {
-            CacheKey::Inline { len, bytes } => &bytes[..usize::from(*len)],
-            CacheKey::Heap(b) => b,
-        }
-    }
-
-    /// Heap bytes besides the node.
-    fn heap_bytes(&self) -> usize {
-        match self {
-            CacheKey::Inline { .. } => 0,
-            CacheKey::Heap(b) => b.len(),
-        }
-    }
-}
-
-impl std::borrow::Borrow<[u8]> for CacheKey {
-    fn borrow(&self) -> &[u8] {
-        self.as_slice()
-    }
-}
-
-// Hash and equality are the byte slice's, as `Borrow` requires.
-impl std::hash::Hash for CacheKey {
-    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        self.as_slice().hash(state)
-    }
-}
-
-impl PartialEq for CacheKey {
-    fn eq(&self, other: &Self) -> bool {
-        self.as_slice() == other.as_slice()
-    }
-}
-
-impl Eq for CacheKey {}
+/// A cache key: the database number byte followed by the key.
+type CacheKey = KeyBytes;
 
 /// What is held for one key.
 struct Held {
@@ -127,7 +71,7 @@ impl Held {
             Some(_) => VALUE_OVERHEAD + self.value_bytes,
             None => 0,
         };
-        ENTRY_OVERHEAD + key.heap_bytes() + inline + value
+        ENTRY_OVERHEAD + KeyBytes::heap_bytes_of(key.as_slice().len()) + inline + value
     }
 
     fn value_of(&self, meta: &EntryMeta) -> Option<&Arc<BitString>> {

@@ -18,6 +18,7 @@
 pub mod bitstring;
 pub mod cache;
 pub mod glob;
+pub mod key;
 pub mod slots;
 pub mod watch;
 
@@ -124,13 +125,15 @@ pub struct LayerDb {
     pub value_bytes: usize,
 }
 
-/// Bytes a key held in a layer costs besides its value: its hash-table
-/// bucket (the key's pointer and the slot, at the table's typical load of
-/// about two thirds), its entry in the ordered set, and the key's allocation
-/// (its reference counts and the allocator's header; the key's bytes are
-/// added). `tests/heap_accounting.rs` checks the sum against what the
-/// allocator holds for many changed keys.
-const SLOT_OVERHEAD: usize = (std::mem::size_of::<(Arc<[u8]>, Slot)>() * 3) / 2 + 40 + 32;
+/// Bytes a key held in a layer costs besides its value and a long key's
+/// allocation (`KeyBytes::heap_bytes_of`): its hash-table bucket (the key
+/// and the slot, at the table's typical load of about two thirds) and its
+/// entry in the ordered set (the key and its share of the B-tree node).
+/// `tests/heap_accounting.rs` checks the sum against what the allocator
+/// holds for many changed keys.
+const SLOT_OVERHEAD: usize = (std::mem::size_of::<(key::KeyBytes, Slot)>() * 3) / 2
+    + std::mem::size_of::<key::KeyBytes>()
+    + 24;
 /// The allocation of a loaded value's `Arc<BitString>`.
 const LOADED_VALUE_OVERHEAD: usize = 64;
 
@@ -152,7 +155,7 @@ fn slot_bytes(key: &[u8], slot: Option<&Slot>) -> usize {
         })) => bytes.len(),
         Some(_) => 0,
     };
-    SLOT_OVERHEAD + key.len() + held
+    SLOT_OVERHEAD + key::KeyBytes::heap_bytes_of(key.len()) + held
 }
 
 /// A set of changes to all databases.

@@ -1,18 +1,18 @@
 //! A layer's slots for one database: a hash map for point lookups (every
 //! command's path) plus an ordered set of the same keys for range walks
-//! (KEYS, SCAN, the expiry sweep, checkpoints). Both share each key's one
-//! allocation.
+//! (KEYS, SCAN, the expiry sweep, checkpoints). Short keys are copied into
+//! both; a long one is one allocation both share (`KeyBytes`).
 
+use super::key::KeyBytes;
 use super::Slot;
 use foldhash::fast::RandomState;
 use std::collections::{BTreeSet, HashMap};
 use std::ops::Bound;
-use std::sync::Arc;
 
 #[derive(Clone, Debug, Default)]
 pub struct Slots {
-    map: HashMap<Arc<[u8]>, Slot, RandomState>,
-    order: BTreeSet<Arc<[u8]>>,
+    map: HashMap<KeyBytes, Slot, RandomState>,
+    order: BTreeSet<KeyBytes>,
 }
 
 impl Slots {
@@ -41,7 +41,7 @@ impl Slots {
         match self.map.get_mut(key) {
             Some(existing) => *existing = slot,
             None => {
-                let key: Arc<[u8]> = Arc::from(key);
+                let key = KeyBytes::new(key);
                 self.order.insert(key.clone());
                 self.map.insert(key, slot);
             }
@@ -63,7 +63,7 @@ impl Slots {
     pub fn iter(&self) -> impl Iterator<Item = (&[u8], &Slot)> {
         self.order
             .iter()
-            .filter_map(|k| Some((&**k, self.map.get(k)?)))
+            .filter_map(|k| Some((k.as_slice(), self.map.get(k)?)))
     }
 
     /// The keys and slots within `range`, in key order.
@@ -73,7 +73,7 @@ impl Slots {
     ) -> impl Iterator<Item = (&'a [u8], &'a Slot)> + 'a {
         self.order
             .range::<[u8], _>(range)
-            .filter_map(|k| Some((&**k, self.map.get(k)?)))
+            .filter_map(|k| Some((k.as_slice(), self.map.get(k)?)))
     }
 
     /// Puts `upper`'s slots over these.
