@@ -186,7 +186,7 @@ impl<'a> Ctx<'a> {
             network_batch: false,
             write_checked: false,
             hold_writes: None,
-            log: LogRecord::default(),
+            log: LogRecord::new(),
         }
     }
 
@@ -225,6 +225,7 @@ impl Drop for Ctx<'_> {
     /// field is dropped after this).
     fn drop(&mut self) {
         flush_log(self);
+        self.log.recycle();
     }
 }
 
@@ -233,7 +234,14 @@ const MERGED_RECORD_BYTES: usize = 64 * 1024;
 
 /// Runs one request (a complete argument vector) and appends its reply.
 pub fn execute(ctx: &mut Ctx<'_>, argv: &[&[u8]]) {
-    ctx.now = crate::keyspace::now_ms();
+    execute_at(ctx, argv, crate::keyspace::now_ms());
+}
+
+/// [`execute`] at `now_ms`, a clock reading the caller took just before
+/// (a network batch reads the clock once per request, for its look at cold
+/// values and for the command).
+pub fn execute_at(ctx: &mut Ctx<'_>, argv: &[&[u8]], now_ms: u64) {
+    ctx.now = now_ms;
     if ctx.server.config.debug {
         let shown: Vec<String> = argv.iter().map(|a| a.escape_ascii().to_string()).collect();
         tracing::info!(
@@ -352,6 +360,34 @@ fn key_too_long(spec: &CommandSpec, argv: &[&[u8]]) -> Option<String> {
 struct LogRecord {
     commands: u32,
     bytes: Vec<u8>,
+}
+
+/// A log record's buffer, kept per thread between contexts up to this
+/// capacity (a network batch's merged record; one huge `SET` is not kept).
+const KEPT_RECORD_BYTES: usize = 2 * MERGED_RECORD_BYTES;
+
+thread_local! {
+    /// The buffer of this thread's last context, kept for its next one (a
+    /// network batch otherwise grows a new buffer from nothing).
+    static SPARE_RECORD: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
+}
+
+impl LogRecord {
+    /// An empty record with this thread's spare buffer.
+    fn new() -> LogRecord {
+        LogRecord {
+            commands: 0,
+            bytes: SPARE_RECORD.with(std::cell::Cell::take),
+        }
+    }
+
+    /// Gives the buffer back to this thread for its next context.
+    fn recycle(&mut self) {
+        let bytes = std::mem::take(&mut self.bytes);
+        if bytes.capacity() <= KEPT_RECORD_BYTES {
+            SPARE_RECORD.with(|spare| spare.set(bytes));
+        }
+    }
 }
 
 /// Log record layout: `count: u32`, then per command `time_ms: u64`,

@@ -333,13 +333,14 @@ fn run_batch(
         match resp::parse(&input[pos..], limits) {
             Ok(Parsed::Request { args, consumed }) => {
                 let argv: Vec<&[u8]> = args.iter().map(|a| a.as_ref()).collect();
+                let now = crate::keyspace::now_ms();
                 if !std::mem::take(&mut skip_cold) {
-                    let cold = cold_values(&mut ctx, &argv);
+                    let cold = cold_values(&mut ctx, &argv, now);
                     if !cold.is_empty() {
                         return (pos, Next::Load(cold));
                     }
                 }
-                command::execute(&mut ctx, &argv);
+                command::execute_at(&mut ctx, &argv, now);
                 if let Some(seen) = ctx.hold_writes {
                     // Not run: it runs again after the wait.
                     return (pos, Next::HoldWrites(seen));
@@ -377,9 +378,8 @@ fn run_batch(
 
 /// Payloads on disk that the request needs decoded (for EXEC: those of every
 /// queued command).
-fn cold_values(ctx: &mut Ctx<'_>, argv: &[&[u8]]) -> Vec<ColdValue> {
+fn cold_values(ctx: &mut Ctx<'_>, argv: &[&[u8]], now: u64) -> Vec<ColdValue> {
     let db = ctx.session.db;
-    let now = crate::keyspace::now_ms();
     let mut cold = Vec::new();
     match ctx.session.multi.take() {
         // Taken out of the session while the lock is held (the keys are
