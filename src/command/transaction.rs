@@ -10,7 +10,7 @@ pub fn multi(ctx: &mut Ctx<'_>, _argv: &[&[u8]]) -> CmdResult {
     if ctx.session.multi.is_some() {
         return Err(CmdError::new("ERR MULTI calls can not be nested"));
     }
-    ctx.session.multi = Some(Transaction::default());
+    ctx.session.multi = Some(Transaction::new());
     ctx.out.ok();
     Ok(())
 }
@@ -87,5 +87,6 @@ pub fn exec(ctx: &mut Ctx<'_>, _argv: &[&[u8]]) -> CmdResult {
         }
         ctx.now = crate::keyspace::now_ms();
     }
+    tx.recycle();
     Ok(())
 }
