@@ -608,6 +608,83 @@ fn bitop() {
     ]);
 }
 
+/// The same BITOP again and again, with every kind of change to its
+/// sources and destination in between (this server answers a repeat over
+/// unchanged values without computing it: `keyspace::memo`).
+#[test]
+fn bitop_repeated_over_changes() {
+    let mut p = Pair::new();
+    p.check_lines(&[
+        "SETBIT a 3 1",
+        "SETBIT a 900 1",
+        "SETBIT b 70000 1",
+        "SETBIT b 3 1",
+    ]);
+    let again = [
+        "BITOP OR d a b",
+        "GET d",
+        "TTL d",
+        "BITOP AND e a b",
+        "GET e",
+    ];
+    let changes: &[&[&str]] = &[
+        &[],
+        &[],
+        &["SETBIT a 100 1"],
+        &["SETBIT a 100 0"],
+        &["SETBIT b 5 1"],
+        &["SETBIT d 2 1"],
+        &["SETBIT e 3 0"],
+        &["EXPIRE d 100"],
+        &["EXPIRE a 100"],
+        &["PERSIST a"],
+        &["SET b x"],
+        &["DEL b"],
+        &["SETBIT b 3 1"],
+        &["RENAME a tmp", "RENAME tmp a"],
+        &["RENAME d d2"],
+        &["RENAME d2 d"],
+        // The result lives on under another name; the destination holds
+        // something else.
+        &["RENAME d d2", "SET d x"],
+        &["SET a q"],
+        &["SET a q"],
+        &["SET a q GET"],
+        &["SET d something"],
+        &["DEL d"],
+        &["BITOP OR d b a"],
+        &["SELECT 1", "SETBIT a 1 1", "BITOP OR d a b", "SELECT 0"],
+        &["FLUSHDB", "SETBIT a 3 1", "SETBIT b 3 1"],
+        &["SAVE"],
+    ];
+    for change in changes {
+        p.check_lines(change);
+        p.check_lines(&again);
+        p.check_lines(&again);
+    }
+    // The repeats with nothing changed in between were answered from the
+    // memo (at least the second OR after each change).
+    let info = String::from_utf8_lossy(&p.ours.connect().call(&["INFO", "memory"])).into_owned();
+    let hits: usize = info
+        .lines()
+        .find_map(|l| l.strip_prefix("bitop_memo_hits:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no bitop_memo_hits in INFO memory:\n{info}"));
+    assert!(
+        hits >= changes.len(),
+        "{hits} BITOPs answered from the memo, expected at least {}",
+        changes.len()
+    );
+    // The destination among the sources: each XOR changes it again.
+    p.check_lines(&["SET x ab", "SET y cd"]);
+    for _ in 0..4 {
+        p.check_lines(&["BITOP XOR x x y", "GET x", "BITOP NOT y y", "GET y"]);
+    }
+    // An empty result deletes the destination, every time.
+    p.check_lines(&["SET z1 \x00", "BITOP AND z2 z1 missing", "EXISTS z2"]);
+    p.check_lines(&["SET z2 v", "BITOP AND z2 z1 missing", "EXISTS z2"]);
+}
+
 // ---------------------------------------------------------------------------
 // String commands
 // ---------------------------------------------------------------------------
@@ -1486,6 +1563,8 @@ fn watch_unwatch() {
         (&["SET k x EX 100"], &["PERSIST k"]),
         (&[], &["BITOP OR k z"]),
         (&["SET z a"], &["BITOP OR k z"]),
+        // The same BITOP again: nothing changes, but it counts as a write.
+        (&["SET z a", "BITOP OR k z"], &["BITOP OR k z"]),
         (&["SET k x"], &["SET k x"]),
         (&["SET k x"], &["SET k y NX"]),
         (&["SET k x"], &["SET k y XX"]),

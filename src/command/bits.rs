@@ -4,8 +4,7 @@
 
 use super::args::{self, parse_i64};
 use super::{CmdError, CmdResult, Ctx};
-use crate::keyspace::{BitOp, BitString, RangeUnit};
-use std::sync::Arc;
+use crate::keyspace::{BitOp, RangeUnit};
 
 /// The largest bit offset: Redis's 512 MiB string limit, in bits, minus one.
 pub const MAX_BIT_OFFSET: u64 = (512 * 1024 * 1024 * 8) - 1;
@@ -121,19 +120,7 @@ pub fn bitop(ctx: &mut Ctx<'_>, argv: &[&[u8]]) -> CmdResult {
         ));
     }
     let now = ctx.now;
-    let mut db = ctx.db();
-    let values: Vec<Option<Arc<BitString>>> = sources
-        .iter()
-        .map(|k| db.value(k, now))
-        .collect::<Result<_, _>>()?;
-    let refs: Vec<Option<&BitString>> = values.iter().map(|v| v.as_deref()).collect();
-    let result = BitString::bitop(op, &refs);
-    let len = result.len();
-    if len == 0 {
-        db.remove(argv[2], now)?;
-    } else {
-        db.put(argv[2], result, None)?;
-    }
+    let len = ctx.db().bitop(op, argv[2], sources, now)?;
     ctx.out.int(len as i64);
     Ok(())
 }

@@ -218,6 +218,7 @@ fn write_section(ctx: &mut Ctx<'_>, section: &str, t: &mut String) {
             );
             let (hits, misses, evictions, sync_loads) =
                 (ks.cache().hits, ks.cache().misses, ks.cache().evictions, ks.sync_loads);
+            let bitop_memo_hits = ks.bitop_memo.hits;
             let entries = ks.cache().entries();
             write!(
                 t,
@@ -226,7 +227,7 @@ fn write_section(ctx: &mut Ctx<'_>, section: &str, t: &mut String) {
                  cache_bytes:{cache_bytes}\r\ncache_budget_bytes:{budget}\r\ncache_keys:{cached}\r\n\
                  cache_hits:{hits}\r\ncache_misses:{misses}\r\ncache_evictions:{evictions}\r\n\
                  cache_sync_loads:{sync_loads}\r\ndirty_bytes:{dirty}\r\n\
-                 cache_entries:{entries}\r\n",
+                 cache_entries:{entries}\r\nbitop_memo_hits:{bitop_memo_hits}\r\n",
                 rss as f64 / 1048576.0,
                 rss as f64 / 1048576.0
             )

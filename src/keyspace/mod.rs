@@ -19,6 +19,7 @@ pub mod bitstring;
 pub mod cache;
 pub mod glob;
 pub mod key;
+pub mod memo;
 pub mod slots;
 pub mod watch;
 
@@ -256,6 +257,8 @@ pub struct Keyspace {
     pub sync_loads: u64,
     /// WATCH: who watches which keys, and whose watched keys changed.
     pub watches: watch::Watches,
+    /// BITOPs whose results are still in their destinations.
+    pub bitop_memo: memo::BitopMemo,
 }
 
 /// Result of walking keys: a live key and what is known of it.
@@ -283,6 +286,7 @@ impl Keyspace {
             expired_keys: 0,
             sync_loads: 0,
             watches: watch::Watches::default(),
+            bitop_memo: memo::BitopMemo::default(),
         }
     }
 
@@ -1047,6 +1051,93 @@ impl Db<'_> {
                 ..
             }) => self.ks.load(self.index, key, &meta).map(Some),
         }
+    }
+
+    /// `BITOP op dest sources...`: stores the result in `dest` (deletes
+    /// `dest` when it is empty) and returns its byte length. Answered from
+    /// the memo, with nothing computed or stored, when `dest` still holds
+    /// the result of this very BITOP over these very source values
+    /// (`memo`); that counts as a write of `dest` all the same (WATCH).
+    pub fn bitop(
+        &mut self,
+        op: BitOp,
+        dest: &[u8],
+        sources: &[&[u8]],
+        now_ms: u64,
+    ) -> Result<u64, StorageError> {
+        let index = self.index;
+        let values: Vec<Option<Arc<BitString>>> = sources
+            .iter()
+            .map(|k| self.value(k, now_ms))
+            .collect::<Result<_, _>>()?;
+        let held = self.value_in_memory_without_expiry(dest, now_ms)?;
+        let remembered =
+            self.ks
+                .bitop_memo
+                .result_len(index, op, dest, sources, &values, held.as_ref());
+        drop(held);
+        if let Some(len) = remembered {
+            self.ks.watches.touch(index, dest);
+            return Ok(len);
+        }
+        let refs: Vec<Option<&BitString>> = values.iter().map(|v| v.as_deref()).collect();
+        let result = BitString::bitop(op, &refs);
+        let len = result.len();
+        if len == 0 {
+            self.remove(dest, now_ms)?;
+        } else {
+            let result = Arc::new(result);
+            self.put_shared(dest, result.clone())?;
+            self.ks
+                .bitop_memo
+                .remember(index, op, dest, sources, &values, &result);
+        }
+        Ok(len)
+    }
+
+    /// A live key's value if it is decoded in memory (changed since the
+    /// last checkpoint, or cached) and the key has no expiry; `None`
+    /// otherwise, without reading or decoding anything.
+    fn value_in_memory_without_expiry(
+        &mut self,
+        key: &[u8],
+        now_ms: u64,
+    ) -> Result<Option<Arc<BitString>>, StorageError> {
+        let db = self.index;
+        Ok(match self.ks.live(db, key, now_ms)? {
+            Some(Entry {
+                expire_at: Some(_), ..
+            })
+            | None => None,
+            Some(Entry {
+                value: Value::Loaded(v),
+                ..
+            }) => Some(v),
+            Some(Entry {
+                value: Value::Stored(meta),
+                ..
+            }) => self
+                .ks
+                .cache
+                .get_mut()
+                .entry_and_value(db, key, false)
+                .and_then(|(held, value)| {
+                    held.filter(|h| cache::same_payload(h, &meta)).and(value)
+                }),
+        })
+    }
+
+    /// Stores a shared value (the caller keeps a reference to recognise
+    /// it), replacing any previous value and expiry.
+    fn put_shared(&mut self, key: &[u8], value: Arc<BitString>) -> Result<(), StorageError> {
+        self.ks.set_slot(
+            self.index,
+            key,
+            Slot::Present(Entry {
+                value: Value::Loaded(value),
+                expire_at: None,
+            }),
+        )
     }
 
     /// The value of a key for changing it in place; a missing key is created
