@@ -997,7 +997,8 @@ mod tests {
                     let len = ks
                         .db(*db)
                         .bitop(bit_op, &key(*dest), &names, NOW)
-                        .expect("bitop");
+                        .expect("bitop")
+                        .len;
                     // Redis: missing sources are empty strings, shorter
                     // ones are padded with zero bytes.
                     let values: Vec<Vec<u8>> = names
@@ -1154,7 +1155,7 @@ mod tests {
             }
         }
         let sources: [&[u8]; 2] = [b"a", b"b"];
-        let or = |ks: &mut Keyspace| ks.db(0).bitop(BitOp::Or, b"d", &sources, NOW).unwrap();
+        let or = |ks: &mut Keyspace| ks.db(0).bitop(BitOp::Or, b"d", &sources, NOW).unwrap().len;
         assert_eq!(or(&mut ks), 375_001);
         checkpoint(&mut file, &mut ks, 2);
         drop(ks);

@@ -1069,3 +1069,92 @@ fn writes_wait_for_the_checkpoint_when_changed_data_outgrows_the_cache_budget() 
         assert_eq!(client.call(&["GETBIT", key.as_str(), "7"]), b":1\r\n");
     }
 }
+
+/// A BITOP answered from the memo (its destination already holds the
+/// result over the same sources) changes nothing and is not logged; the
+/// state it confirmed, and the changes around it, survive kill -9.
+#[test]
+fn a_bitop_answered_from_the_memo_is_not_logged_and_its_state_survives_kill9() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let db = db_in(dir.path());
+    let memo_hits = |client: &mut RawClient| -> u64 {
+        let info = String::from_utf8_lossy(&client.call(&["INFO", "memory"])).into_owned();
+        info.lines()
+            .find_map(|l| l.strip_prefix("bitop_memo_hits:"))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no bitop_memo_hits:\n{info}"))
+    };
+    let (d, e);
+    {
+        let mut server = ServerProcess::bitmapist_at(&db, &[]);
+        let mut client = server.connect();
+        for (key, bit) in [("a", "3"), ("a", "90000"), ("b", "7"), ("b", "5000000")] {
+            assert_eq!(client.call(&["SETBIT", key, bit, "1"]), b":0\r\n");
+        }
+        assert_eq!(client.call(&["BITOP", "OR", "d", "a", "b"]), b":625001\r\n");
+        let appended = persistence_field(&mut client, "wal_appended");
+        assert_eq!(client.call(&["BITOP", "OR", "d", "a", "b"]), b":625001\r\n");
+        assert_eq!(memo_hits(&mut client), 1);
+        assert_eq!(
+            persistence_field(&mut client, "wal_appended"),
+            appended,
+            "a BITOP answered from the memo appends nothing to the log"
+        );
+        // In a transaction, between changes that are logged.
+        let mut batch = Vec::new();
+        for argv in [
+            &["MULTI"][..],
+            &["SETBIT", "c", "1", "1"],
+            &["BITOP", "OR", "d", "a", "b"],
+            &["SETBIT", "c", "2", "1"],
+            &["EXEC"],
+        ] {
+            batch.extend(encode(argv));
+        }
+        client.send(&batch);
+        let replies: Vec<Vec<u8>> = (0..5).map(|_| client.read_reply()).collect();
+        assert_eq!(
+            String::from_utf8_lossy(&replies[4]),
+            "*3\r\n:0\r\n:625001\r\n:0\r\n"
+        );
+        assert_eq!(memo_hits(&mut client), 2);
+        assert!(persistence_field(&mut client, "wal_appended") > appended);
+        // Last in a transaction: the change before it is logged all the same.
+        let mut batch = Vec::new();
+        for argv in [
+            &["MULTI"][..],
+            &["SETBIT", "c", "3", "1"],
+            &["BITOP", "OR", "d", "a", "b"],
+            &["EXEC"],
+        ] {
+            batch.extend(encode(argv));
+        }
+        client.send(&batch);
+        let replies: Vec<Vec<u8>> = (0..4).map(|_| client.read_reply()).collect();
+        assert_eq!(
+            String::from_utf8_lossy(&replies[3]),
+            "*2\r\n:0\r\n:625001\r\n"
+        );
+        assert_eq!(memo_hits(&mut client), 3);
+        // A changed source: computed again, and logged.
+        assert_eq!(client.call(&["SETBIT", "b", "8", "1"]), b":0\r\n");
+        let appended = persistence_field(&mut client, "wal_appended");
+        assert_eq!(
+            client.call(&["BITOP", "XOR", "e", "d", "b"]),
+            b":625001\r\n"
+        );
+        assert_eq!(client.call(&["BITOP", "OR", "d", "a", "b"]), b":625001\r\n");
+        assert_eq!(memo_hits(&mut client), 3);
+        assert!(persistence_field(&mut client, "wal_appended") > appended);
+        d = client.call(&["GET", "d"]);
+        e = client.call(&["GET", "e"]);
+        server.kill9();
+    }
+    let server = ServerProcess::bitmapist_at(&db, &[]);
+    let mut client = server.connect();
+    assert_eq!(client.call(&["GET", "d"]), d);
+    assert_eq!(client.call(&["GET", "e"]), e);
+    assert_eq!(client.call(&["BITCOUNT", "d"]), b":5\r\n");
+    assert_eq!(client.call(&["BITCOUNT", "e"]), b":3\r\n");
+    assert_eq!(client.call(&["BITCOUNT", "c"]), b":3\r\n");
+}

@@ -120,7 +120,8 @@ pub fn bitop(ctx: &mut Ctx<'_>, argv: &[&[u8]]) -> CmdResult {
         ));
     }
     let now = ctx.now;
-    let len = ctx.db().bitop(op, argv[2], sources, now)?;
-    ctx.out.int(len as i64);
+    let done = ctx.db().bitop(op, argv[2], sources, now)?;
+    ctx.unchanged = done.from_memo;
+    ctx.out.int(done.len as i64);
     Ok(())
 }

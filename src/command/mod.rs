@@ -192,6 +192,12 @@ pub struct Ctx<'a> {
     pub network_batch: bool,
     /// A change in this network batch already looked at the changed data.
     pub write_checked: bool,
+    /// The write command just run changed nothing (a BITOP answered from
+    /// the memo): it is not logged (replaying the log without it gives the
+    /// same state), but its reply waits until the log is written as far as
+    /// it is appended, since the state it confirmed may rest on records not
+    /// yet written (another client's identical BITOP, say).
+    pub unchanged: bool,
     /// The batch stopped before a change that must wait for the end of a
     /// checkpoint attempt after this many (`persistence::WriteHold`).
     pub hold_writes: Option<u64>,
@@ -211,6 +217,7 @@ impl<'a> Ctx<'a> {
             replaying: false,
             network_batch: false,
             write_checked: false,
+            unchanged: false,
             hold_writes: None,
             log: LogRecord::new(),
         }
@@ -503,9 +510,17 @@ pub fn run(ctx: &mut Ctx<'_>, index: usize, spec: &CommandSpec, argv: &[&[u8]]) 
     if let Some(counter) = stats.per_command.get(index) {
         counter.fetch_add(1, Relaxed);
     }
-    match (spec.handler)(ctx, argv) {
-        Ok(()) if spec.is_write() && !ctx.replaying => log_command(ctx, argv),
-        Ok(()) => {}
+    ctx.unchanged = false;
+    let result = (spec.handler)(ctx, argv);
+    // Taken, so that it never outlives the command (EXEC runs commands).
+    let unchanged = std::mem::take(&mut ctx.unchanged);
+    match result {
+        Ok(()) if ctx.replaying || !spec.is_write() => {}
+        Ok(()) if unchanged => {
+            let appended = ctx.server.storage.log.appended();
+            ctx.session.last_lsn = ctx.session.last_lsn.max(appended);
+        }
+        Ok(()) => log_command(ctx, argv),
         Err(err) => ctx.out.error_bytes(&err.0),
     }
 }

@@ -106,6 +106,15 @@ pub struct KeyMeta {
     pub expire_at: Option<u64>,
 }
 
+/// What a BITOP did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BitopDone {
+    /// The result's byte length (the reply).
+    pub len: u64,
+    /// The destination already held the result: nothing changed.
+    pub from_memo: bool,
+}
+
 /// An overlay slot: the key's newest state.
 #[derive(Clone, Debug)]
 pub enum Slot {
@@ -1054,17 +1063,17 @@ impl Db<'_> {
     }
 
     /// `BITOP op dest sources...`: stores the result in `dest` (deletes
-    /// `dest` when it is empty) and returns its byte length. Answered from
-    /// the memo, with nothing computed or stored, when `dest` still holds
-    /// the result of this very BITOP over these very source values
-    /// (`memo`); that counts as a write of `dest` all the same (WATCH).
+    /// `dest` when it is empty). Answered from the memo, with nothing
+    /// computed or stored, when `dest` still holds the result of this very
+    /// BITOP over these very source values (`memo`); that counts as a write
+    /// of `dest` all the same (WATCH).
     pub fn bitop(
         &mut self,
         op: BitOp,
         dest: &[u8],
         sources: &[&[u8]],
         now_ms: u64,
-    ) -> Result<u64, StorageError> {
+    ) -> Result<BitopDone, StorageError> {
         let index = self.index;
         let values: Vec<Option<Arc<BitString>>> = sources
             .iter()
@@ -1078,7 +1087,10 @@ impl Db<'_> {
         drop(held);
         if let Some(len) = remembered {
             self.ks.watches.touch(index, dest);
-            return Ok(len);
+            return Ok(BitopDone {
+                len,
+                from_memo: true,
+            });
         }
         let refs: Vec<Option<&BitString>> = values.iter().map(|v| v.as_deref()).collect();
         let result = BitString::bitop(op, &refs);
@@ -1092,7 +1104,10 @@ impl Db<'_> {
                 .bitop_memo
                 .remember(index, op, dest, sources, &values, &result);
         }
-        Ok(len)
+        Ok(BitopDone {
+            len,
+            from_memo: false,
+        })
     }
 
     /// A live key's value if it is decoded in memory (changed since the
