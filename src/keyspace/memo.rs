@@ -49,9 +49,24 @@ impl Default for BitopMemo {
     }
 }
 
+/// One BITOP as the memo names it.
+#[derive(Clone, Copy, Debug)]
+pub struct BitopCall<'a> {
+    pub db: usize,
+    pub op: BitOp,
+    pub dest: &'a [u8],
+    pub sources: &'a [&'a [u8]],
+}
+
 /// The memo's key: database, operation, destination and sources, each
 /// name prefixed with its length.
-fn memo_key(db: usize, op: BitOp, dest: &[u8], sources: &[&[u8]]) -> Vec<u8> {
+fn memo_key(call: BitopCall<'_>) -> Vec<u8> {
+    let BitopCall {
+        db,
+        op,
+        dest,
+        sources,
+    } = call;
     let mut key = Vec::with_capacity(
         2 + 4 * (sources.len() + 1) + dest.len() + sources.iter().map(|s| s.len()).sum::<usize>(),
     );
@@ -84,15 +99,12 @@ impl BitopMemo {
     /// in memory and has no expiry (else no match is possible).
     pub fn result_len(
         &mut self,
-        db: usize,
-        op: BitOp,
-        dest_key: &[u8],
-        source_keys: &[&[u8]],
+        call: BitopCall<'_>,
         sources: &[Option<Arc<BitString>>],
         dest: Option<&Arc<BitString>>,
     ) -> Option<u64> {
         let dest = dest?;
-        let remembered = self.entries.get(&memo_key(db, op, dest_key, source_keys))?;
+        let remembered = self.entries.get(&memo_key(call))?;
         let result = remembered.result.upgrade()?;
         let matches = Arc::ptr_eq(&result, dest)
             && remembered.sources.len() == sources.len()
@@ -112,15 +124,12 @@ impl BitopMemo {
     /// destination without an expiry.
     pub fn remember(
         &mut self,
-        db: usize,
-        op: BitOp,
-        dest_key: &[u8],
-        source_keys: &[&[u8]],
+        call: BitopCall<'_>,
         sources: &[Option<Arc<BitString>>],
         result: &Arc<BitString>,
     ) {
         self.entries.put(
-            memo_key(db, op, dest_key, source_keys),
+            memo_key(call),
             Remembered {
                 sources: sources
                     .iter()
@@ -150,42 +159,39 @@ mod tests {
         let a = value(&[1, 9]);
         let b = value(&[2]);
         let sources = vec![Some(a.clone()), Some(b.clone()), None];
-        let names: [&[u8]; 3] = [b"a", b"b", b"missing"];
+        const NAMES: [&[u8]; 3] = [b"a", b"b", b"missing"];
+        const OR_D: BitopCall<'static> = BitopCall {
+            db: 0,
+            op: BitOp::Or,
+            dest: b"d",
+            sources: &NAMES,
+        };
         let result = value(&[1, 2, 9]);
-        memo.remember(0, BitOp::Or, b"d", &names, &sources, &result);
+        memo.remember(OR_D, &sources, &result);
         fn hit(
             memo: &mut BitopMemo,
             sources: &[Option<Arc<BitString>>],
             dest: Option<&Arc<BitString>>,
         ) -> Option<u64> {
-            let names: [&[u8]; 3] = [b"a", b"b", b"missing"];
-            memo.result_len(0, BitOp::Or, b"d", &names, sources, dest)
+            memo.result_len(OR_D, sources, dest)
         }
         assert_eq!(hit(&mut memo, &sources, Some(&result)), Some(2));
         // Another operation, database, destination or source list: no match.
-        assert_eq!(
-            memo.result_len(0, BitOp::And, b"d", &names, &sources, Some(&result)),
-            None
-        );
-        assert_eq!(
-            memo.result_len(1, BitOp::Or, b"d", &names, &sources, Some(&result)),
-            None
-        );
-        assert_eq!(
-            memo.result_len(0, BitOp::Or, b"e", &names, &sources, Some(&result)),
-            None
-        );
-        assert_eq!(
-            memo.result_len(
-                0,
-                BitOp::Or,
-                b"d",
-                &names[..2],
-                &sources[..2],
-                Some(&result)
-            ),
-            None
-        );
+        for other in [
+            BitopCall {
+                op: BitOp::And,
+                ..OR_D
+            },
+            BitopCall { db: 1, ..OR_D },
+            BitopCall { dest: b"e", ..OR_D },
+        ] {
+            assert_eq!(memo.result_len(other, &sources, Some(&result)), None);
+        }
+        let fewer = BitopCall {
+            sources: &NAMES[..2],
+            ..OR_D
+        };
+        assert_eq!(memo.result_len(fewer, &sources[..2], Some(&result)), None);
         // The destination not in memory (or with an expiry): no match.
         assert_eq!(hit(&mut memo, &sources, None), None);
         // A missing source that now exists, or a source now missing.
@@ -214,7 +220,7 @@ mod tests {
         // The destination changed in place: no match either.
         let fresh = vec![Some(a.clone()), Some(b.clone()), None];
         let mut result = value(&[1, 2, 9, 40]);
-        memo.remember(0, BitOp::Or, b"d", &names, &fresh, &result);
+        memo.remember(OR_D, &fresh, &result);
         assert_eq!(hit(&mut memo, &fresh, Some(&result)), Some(6));
         Arc::make_mut(&mut result).set_bit(7, true);
         assert_eq!(hit(&mut memo, &fresh, Some(&result)), None);

@@ -1080,10 +1080,13 @@ impl Db<'_> {
             .map(|k| self.value(k, now_ms))
             .collect::<Result<_, _>>()?;
         let held = self.value_in_memory_without_expiry(dest, now_ms)?;
-        let remembered =
-            self.ks
-                .bitop_memo
-                .result_len(index, op, dest, sources, &values, held.as_ref());
+        let call = memo::BitopCall {
+            db: index,
+            op,
+            dest,
+            sources,
+        };
+        let remembered = self.ks.bitop_memo.result_len(call, &values, held.as_ref());
         drop(held);
         if let Some(len) = remembered {
             self.ks.watches.touch(index, dest);
@@ -1100,9 +1103,7 @@ impl Db<'_> {
         } else {
             let result = Arc::new(result);
             self.put_shared(dest, result.clone())?;
-            self.ks
-                .bitop_memo
-                .remember(index, op, dest, sources, &values, &result);
+            self.ks.bitop_memo.remember(call, &values, &result);
         }
         Ok(BitopDone {
             len,
