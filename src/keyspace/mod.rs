@@ -182,7 +182,31 @@ impl Default for Layer {
     }
 }
 
+/// The most keys per database a new overlay is sized for at a freeze
+/// (`Layer::sized_like`): about 15 MB of hash table, mostly untouched until
+/// used.
+const PRESIZED_KEYS: usize = 128 * 1024;
+
 impl Layer {
+    /// An empty layer whose databases have room for as many keys as
+    /// `like`'s changed (up to `PRESIZED_KEYS`). The overlay that starts at
+    /// a freeze is sized so: the keys written during the last interval are
+    /// mostly written again during the next one, and a hash table grown
+    /// from empty rehashes all of its keys at each doubling, on the network
+    /// thread, while the checkpoint runs beside it.
+    fn sized_like(like: &Layer) -> Layer {
+        Layer {
+            dbs: like
+                .dbs
+                .iter()
+                .map(|d| LayerDb {
+                    slots: slots::Slots::with_capacity(d.slots.len().min(PRESIZED_KEYS)),
+                    ..LayerDb::default()
+                })
+                .collect(),
+        }
+    }
+
     pub fn is_empty(&self) -> bool {
         self.dbs.iter().all(|d| d.slots.is_empty() && !d.flushed)
     }
@@ -899,7 +923,8 @@ impl Keyspace {
     /// Starts a checkpoint: the overlay becomes the frozen layer (merged
     /// with a previous frozen one whose checkpoint failed). Returns it.
     pub fn freeze(&mut self) -> Arc<Layer> {
-        let top = std::mem::take(&mut self.top);
+        let next = Layer::sized_like(&self.top);
+        let top = std::mem::replace(&mut self.top, next);
         let frozen = match self.frozen.take() {
             Some(old) => {
                 let mut merged = Arc::unwrap_or_clone(old);
@@ -1475,6 +1500,23 @@ pub mod tests {
         assert_eq!(ks.dirty_bytes(), after_bits);
         ks.db(0).flush();
         assert_eq!(ks.dirty_bytes(), 0);
+    }
+
+    #[test]
+    fn the_overlay_after_a_freeze_has_room_for_as_many_keys_as_the_last() {
+        let mut ks = memory_keyspace();
+        for i in 0..3_000u32 {
+            ks.db(2)
+                .value_mut(format!("k{i}").as_bytes(), 0)
+                .expect("value")
+                .set_bit(i, true);
+        }
+        ks.freeze();
+        assert!(ks.top.dbs[2].slots.capacity() >= 3_000);
+        assert!(ks.top.dbs[2].slots.is_empty());
+        assert_eq!(ks.top.dbs[0].slots.capacity(), 0);
+        // Reads still see the frozen keys.
+        assert!(ks.db(2).value(b"k7", 0).expect("value").is_some());
     }
 
     #[test]

@@ -16,6 +16,20 @@ pub struct Slots {
 }
 
 impl Slots {
+    /// Empty, with room for `keys` keys before the hash table grows.
+    pub fn with_capacity(keys: usize) -> Slots {
+        Slots {
+            map: HashMap::with_capacity_and_hasher(keys, RandomState::default()),
+            order: BTreeSet::new(),
+        }
+    }
+
+    /// Keys the hash table holds before it grows.
+    #[cfg(test)]
+    pub fn capacity(&self) -> usize {
+        self.map.capacity()
+    }
+
     pub fn get(&self, key: &[u8]) -> Option<&Slot> {
         self.map.get(key)
     }
