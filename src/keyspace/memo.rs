@@ -33,7 +33,7 @@ struct Remembered {
 
 pub struct BitopMemo {
     entries: LruCache<Vec<u8>, Remembered, RandomState>,
-    /// BITOPs answered from the memo (`INFO stats`).
+    /// BITOPs answered from the memo (`INFO memory`).
     pub hits: u64,
 }
 
