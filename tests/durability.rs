@@ -995,12 +995,16 @@ fn reads_after_checkpoints_see_every_kind_of_change() {
 }
 
 fn persistence_field(client: &mut RawClient, field: &str) -> u64 {
-    let reply = client.call(&["INFO", "persistence"]);
+    info_number(client, "persistence", field)
+}
+
+fn info_number(client: &mut RawClient, section: &str, field: &str) -> u64 {
+    let reply = client.call(&["INFO", section]);
     let text = String::from_utf8_lossy(&reply).into_owned();
     text.lines()
         .find_map(|l| l.strip_prefix(&format!("{field}:")))
         .and_then(|v| v.trim().parse().ok())
-        .unwrap_or_else(|| panic!("INFO persistence has no {field}: {text}"))
+        .unwrap_or_else(|| panic!("INFO {section} has no {field}: {text}"))
 }
 
 /// Writers of new keys, faster than the checkpointer (idle priority) writes
@@ -1093,13 +1097,7 @@ fn exec_reply(client: &mut RawClient, commands: &[&[&str]]) -> String {
 fn a_bitop_answered_from_the_memo_is_not_logged_and_its_state_survives_kill9() {
     let dir = tempfile::tempdir().expect("temp dir");
     let db = db_in(dir.path());
-    let memo_hits = |client: &mut RawClient| -> u64 {
-        let info = String::from_utf8_lossy(&client.call(&["INFO", "memory"])).into_owned();
-        info.lines()
-            .find_map(|l| l.strip_prefix("bitop_memo_hits:"))
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or_else(|| panic!("no bitop_memo_hits:\n{info}"))
-    };
+    let memo_hits = |client: &mut RawClient| info_number(client, "memory", "bitop_memo_hits");
     let (d, e);
     {
         let mut server = ServerProcess::bitmapist_at(&db, &[]);

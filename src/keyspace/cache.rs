@@ -210,21 +210,28 @@ impl Cache {
     /// The decoded value of the key's payload `meta`, if held (the lookup
     /// of its entry just before marked the key used).
     pub fn value(&mut self, db: usize, key: &[u8], meta: &EntryMeta) -> Option<Arc<BitString>> {
+        let value = self.peek_value(db, key, meta);
+        if value.is_some() {
+            self.hits += 1;
+        } else {
+            self.misses += 1;
+        }
+        value
+    }
+
+    /// The decoded value of the key's payload `meta`, if held (not counted
+    /// as a use, a hit or a miss).
+    pub fn peek_value(
+        &mut self,
+        db: usize,
+        key: &[u8],
+        meta: &EntryMeta,
+    ) -> Option<Arc<BitString>> {
         self.lookup_key(db, key);
-        match self
-            .lru
+        self.lru
             .peek(self.scratch.as_slice())
             .and_then(|h| h.value_of(meta))
-        {
-            Some(v) => {
-                self.hits += 1;
-                Some(v.clone())
-            }
-            None => {
-                self.misses += 1;
-                None
-            }
-        }
+            .cloned()
     }
 
     /// Whether the value of the key's payload `meta` is held (not counted

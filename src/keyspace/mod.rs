@@ -1127,7 +1127,7 @@ impl Db<'_> {
             self.remove(dest, now_ms)?;
         } else {
             let result = Arc::new(result);
-            self.put_shared(dest, result.clone())?;
+            self.put_shared(dest, result.clone(), None)?;
             self.ks.bitop_memo.remember(call, &values, &result);
         }
         Ok(BitopDone {
@@ -1157,28 +1157,8 @@ impl Db<'_> {
             Some(Entry {
                 value: Value::Stored(meta),
                 ..
-            }) => self
-                .ks
-                .cache
-                .get_mut()
-                .entry_and_value(db, key, false)
-                .and_then(|(held, value)| {
-                    held.filter(|h| cache::same_payload(h, &meta)).and(value)
-                }),
+            }) => self.ks.cache.get_mut().peek_value(db, key, &meta),
         })
-    }
-
-    /// Stores a shared value (the caller keeps a reference to recognise
-    /// it), replacing any previous value and expiry.
-    fn put_shared(&mut self, key: &[u8], value: Arc<BitString>) -> Result<(), StorageError> {
-        self.ks.set_slot(
-            self.index,
-            key,
-            Slot::Present(Entry {
-                value: Value::Loaded(value),
-                expire_at: None,
-            }),
-        )
     }
 
     /// The value of a key for changing it in place; a missing key is created
@@ -1268,11 +1248,22 @@ impl Db<'_> {
         value: BitString,
         expire_at: Option<u64>,
     ) -> Result<(), StorageError> {
+        self.put_shared(key, Arc::new(value), expire_at)
+    }
+
+    /// As [`Db::put`], with a value the caller keeps a reference to (to
+    /// recognise it later).
+    fn put_shared(
+        &mut self,
+        key: &[u8],
+        value: Arc<BitString>,
+        expire_at: Option<u64>,
+    ) -> Result<(), StorageError> {
         self.ks.set_slot(
             self.index,
             key,
             Slot::Present(Entry {
-                value: Value::Loaded(Arc::new(value)),
+                value: Value::Loaded(value),
                 expire_at,
             }),
         )
