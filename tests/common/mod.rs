@@ -473,7 +473,14 @@ fn read_tail(log: &Path) -> String {
     String::from_utf8_lossy(tail).into_owned()
 }
 
-/// Polls until 127.0.0.1:port accepts a connection or the child exits.
+/// Polls until the server on 127.0.0.1:port answers a PING (`+PONG`, or an
+/// error such as `-NOAUTH` from a server with a password) or the child
+/// exits. A connection alone is not proof: while the child starts, the
+/// port can be held for a moment by something else (a connect whose
+/// ephemeral port is the port itself connects to itself, and another
+/// test's `free_port` briefly listens on ports the kernel hands it), and a
+/// test that took that for the server had its first connections reset or
+/// refused.
 fn wait_ready(child: &mut Child, port: u16) -> Result<(), StartError> {
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     let deadline = Instant::now() + START_TIMEOUT;
@@ -481,7 +488,7 @@ fn wait_ready(child: &mut Child, port: u16) -> Result<(), StartError> {
         if let Ok(Some(status)) = child.try_wait() {
             return Err(StartError::Exited(status.to_string()));
         }
-        if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+        if answers_ping(&addr) {
             // Make sure the listener is our child and not a stranger that
             // took the port while our child failed to bind it.
             if let Ok(Some(status)) = child.try_wait() {
@@ -494,6 +501,22 @@ fn wait_ready(child: &mut Child, port: u16) -> Result<(), StartError> {
         }
         std::thread::sleep(Duration::from_millis(10));
     }
+}
+
+/// Whether a server at `addr` answers PING with a status or error line.
+fn answers_ping(addr: &SocketAddr) -> bool {
+    let Ok(mut stream) = TcpStream::connect_timeout(addr, Duration::from_millis(200)) else {
+        return false;
+    };
+    if stream.local_addr().is_ok_and(|local| local == *addr) {
+        return false; // connected to itself
+    }
+    let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
+    if stream.write_all(b"*1\r\n$4\r\nPING\r\n").is_err() {
+        return false;
+    }
+    let mut first = [0u8; 1];
+    matches!(stream.read(&mut first), Ok(1) if first[0] == b'+' || first[0] == b'-')
 }
 
 impl Drop for ServerProcess {
