@@ -47,7 +47,13 @@ pub struct CompareOpts {
     pub keep_data: bool,
     pub load_mode: LoadMode,
     pub command_line: String,
+    /// Also run W1 and W2 on redis-server with its append-only file on
+    /// (`appendfsync everysec`): the durability this server gives by default.
+    pub redis_aof: bool,
 }
+
+/// The name of the redis-server run with its append-only file.
+const REDIS_AOF: &str = "redis-server-aof";
 
 const MB: f64 = 1e6;
 
@@ -129,6 +135,39 @@ fn specs(o: &CompareOpts) -> Vec<ServerSpec> {
     v
 }
 
+/// redis-server logging every write to its append-only file before it
+/// replies and flushing it to disk once a second (as this server's log does
+/// by default); no rewrites of the file during the run.
+fn redis_aof_spec(o: &CompareOpts) -> ServerSpec {
+    ServerSpec {
+        name: REDIS_AOF.into(),
+        kind: Kind::Redis,
+        bin: o.redis_bin.clone(),
+        extra: ["--appendonly", "yes", "--appendfsync", "everysec"]
+            .into_iter()
+            .chain(["--auto-aof-rewrite-percentage", "0"])
+            .map(String::from)
+            .collect(),
+    }
+}
+
+/// Starts redis-server with its append-only file and loads the dataset and
+/// W2's keys into it (not timed: only W1 and W2 run on it).
+fn start_redis_aof(
+    o: &CompareOpts,
+    run_dir: &Path,
+    ds: &Dataset,
+    point: &PointShared,
+) -> Result<Server> {
+    let spec = redis_aof_spec(o);
+    let s = Server::start(&spec, &run_dir.join(&spec.name), &[])?;
+    dataset::load_with_set(&mut s.connect()?, ds)?;
+    dataset::verify(&mut s.connect()?, ds)
+        .with_context(|| format!("{} does not hold the dataset it was sent", s.name()))?;
+    populate_points(&s, point)?;
+    Ok(s)
+}
+
 fn mb(b: u64) -> f64 {
     b as f64 / MB
 }
@@ -156,6 +195,9 @@ pub fn run(o: &CompareOpts) -> Result<Report> {
     };
     let specs = specs(o);
     ctx.report.servers = specs.iter().map(|s| s.name.clone()).collect();
+    if o.redis_aof {
+        ctx.report.servers.push(REDIS_AOF.into());
+    }
     fill_meta(&mut ctx)?;
     ctx.log(format!(
         "data in {}; dataset {}",
@@ -201,14 +243,36 @@ pub fn run(o: &CompareOpts) -> Result<Report> {
             ctx.fail(format!("populating W2 keys on {}: {e:#}", s.name()));
         }
     }
+    let mut with_aof = o.redis_aof;
+    if with_aof {
+        match start_redis_aof(o, &run_dir, &ds, &point) {
+            Ok(s) => {
+                ctx.log(format!(
+                    "{REDIS_AOF} loaded; RSS {:.0} MB",
+                    rss(&s).map(mb).unwrap_or(f64::NAN)
+                ));
+                servers.push(s);
+            }
+            Err(e) => {
+                ctx.fail(format!("starting {REDIS_AOF}: {e:#}"));
+                with_aof = false;
+            }
+        }
+    }
     w1(&mut ctx, &servers, &ds);
     ctx.phase_done("W1");
     w2(&mut ctx, &servers, &point);
     ctx.phase_done("W2");
+    if with_aof {
+        if let Some(mut s) = servers.pop() {
+            let _ = s.stop();
+        }
+    }
     let queries = Queries::new(&ds);
     let warm = w3(&mut ctx, &servers, &ds, &queries);
     ctx.phase_done("W3");
     w6(&mut ctx, &mut servers, &ds, &point);
+    w6_cache_holds_dataset(&mut ctx, &mut servers, &ds, &point);
     ctx.phase_done("W6");
     w4_w5(&mut ctx, &mut servers, &ds, &queries, &warm, &mut mem);
     ctx.phase_done("W4+W5");
@@ -1369,7 +1433,7 @@ fn w6(ctx: &mut Ctx<'_>, servers: &mut [Server], ds: &Dataset, point: &PointShar
     );
     r.summary = true;
     r.note = Some(
-        "every dataset key dirtied, then BGSAVE, repeatedly; redis-server: BGSAVE (fork + RDB)"
+        "every dataset key dirtied, then BGSAVE, repeatedly; measured while INFO persistence shows one running; redis-server: BGSAVE (fork + RDB)"
             .into(),
     );
     let counts: Vec<String> = ck_count
@@ -1383,7 +1447,7 @@ fn w6(ctx: &mut Ctx<'_>, servers: &mut [Server], ds: &Dataset, point: &PointShar
         .collect();
     ctx.row(
         "W6",
-        "checkpoint duration (BGSAVE to done), average",
+        "checkpoint duration (while INFO shows one running), average",
         "ms",
         false,
         ck_ms,
@@ -1417,6 +1481,109 @@ fn w6(ctx: &mut Ctx<'_>, servers: &mut [Server], ds: &Dataset, point: &PointShar
         vec![(ours, ratio(&ck_p99, 0)), (redis, ratio(&ck_p99, 1))],
     );
     r.note = Some("redis-server: during BGSAVE".into());
+}
+
+/// The cache size for W6's second pass on this server: one that holds the
+/// whole dataset, as redis-server's memory does.
+const W6_LARGE_CACHE: &str = "1GiB";
+
+/// W6 again on this server, restarted with a cache that holds the dataset:
+/// with the default cache, dirtying the whole dataset (more than the cache
+/// budget) evicts the point-op keys, so the first pass measures cold reads
+/// as much as the checkpoint. This pass measures what the checkpoint costs.
+fn w6_cache_holds_dataset(
+    ctx: &mut Ctx<'_>,
+    servers: &mut [Server],
+    ds: &Dataset,
+    point: &PointShared,
+) {
+    let o = ctx.o;
+    let Some(s) = servers.first_mut() else {
+        return;
+    };
+    if s.spec.extra.iter().any(|f| f.starts_with("--cache-size")) {
+        ctx.log("W6 with a large cache: skipped (--server-flag sets --cache-size)");
+        return;
+    }
+    let name = s.name().to_string();
+    let keys: Vec<String> = ds.keys.iter().map(|k| k.name.clone()).collect();
+    let flags = vec!["--cache-size".to_string(), W6_LARGE_CACHE.to_string()];
+    let measured = (|| -> Result<(f64, Option<f64>)> {
+        s.restart(&flags)?;
+        touch_every_key(s, &keys)?;
+        settle(&[&*s], Duration::from_secs(20));
+        let make = |c: usize| point.generator(PointCmd::Mix, c);
+        let spec = LoadSpec {
+            connections: o.connections,
+            threads: o.client_threads,
+            pipeline: 1,
+            duration: Some(o.duration.max(Duration::from_millis(500)) * 2),
+            ..LoadSpec::new(s.addr())
+        };
+        let idle = loadgen::run(&spec, &make, None)?;
+        let rec = load_record_from("W6", "idle, large cache", &name, &idle);
+        let idle_p99 = rec.latency.p99_us;
+        ctx.report.loads.push(rec);
+        settle(&[&*s], Duration::from_secs(20));
+        let during = match interfere(s, &spec, &make, &keys, Interference::Checkpoint)? {
+            Some((r, n, avg_ms)) => {
+                let rec = load_record_from("W6", "during checkpoint, large cache", &name, &r);
+                let p99 = (rec.latency.count > 0).then_some(rec.latency.p99_us);
+                ctx.log(format!(
+                    "W6 {name} --cache-size {W6_LARGE_CACHE}: idle p99 {idle_p99:.0} µs, during {n} checkpoints (avg {avg_ms:.0} ms) p99 {:.0} µs",
+                    rec.latency.p99_us
+                ));
+                ctx.report.loads.push(rec);
+                p99
+            }
+            None => None,
+        };
+        Ok((idle_p99, during))
+    })();
+    // Back to the flags the other workloads expect.
+    if let Err(e) = s.restart(&[]) {
+        ctx.fail(format!(
+            "restarting {name} after W6 with a large cache: {e:#}"
+        ));
+    }
+    let (idle, during) = match measured {
+        Ok(m) => m,
+        Err(e) => {
+            ctx.fail(format!(
+                "W6 with --cache-size {W6_LARGE_CACHE} on {name}: {e:#}"
+            ));
+            return;
+        }
+    };
+    let note =
+        format!("{name} restarted with --cache-size {W6_LARGE_CACHE}, every key touched first");
+    ctx.row(
+        "W6",
+        "point-op mix, idle, cache that holds the dataset: p99",
+        "µs",
+        false,
+        vec![(name.clone(), Some(idle))],
+    )
+    .note = Some(note.clone());
+    ctx.row(
+        "W6",
+        "same, during checkpoints, cache that holds the dataset: p99",
+        "µs",
+        false,
+        vec![(name.clone(), during)],
+    )
+    .note = Some(note);
+    let r = ctx.row(
+        "storage",
+        "p99 of point ops during a checkpoint ÷ idle p99, cache that holds the dataset",
+        "×",
+        false,
+        vec![(name, during.map(|d| d / idle))],
+    );
+    r.summary = true;
+    r.note = Some(format!(
+        "--cache-size {W6_LARGE_CACHE}; the row above it uses the default cache, which dirtying the whole dataset overfills"
+    ));
 }
 
 fn load_record_from(section: &str, config: &str, server: &str, r: &LoadResult) -> LoadRecord {
@@ -1455,23 +1622,30 @@ fn interfere(
         }
         Interference::Backup => return Ok(None),
     };
-    // Does it work at all? One trigger, outside the measured run.
-    let trigger = |c: &mut Client, flip: &mut bool| -> Result<()> {
+    // Before a checkpoint: dirty every dataset key (bit 0: no user has id
+    // 0), so that the checkpoint has the whole dataset to write. This is
+    // not measured: on a server whose cache cannot hold the dataset it is a
+    // burst of cold reads, not part of the checkpoint.
+    let prepare = |c: &mut Client, flip: &mut bool| -> Result<()> {
+        if what == Interference::Checkpoint {
+            let mut buf = Vec::new();
+            let v = if *flip { "1" } else { "0" };
+            *flip = !*flip;
+            for k in keys {
+                crate::resp::encode(&mut buf, &["SETBIT", k.as_str(), "0", v]);
+            }
+            c.send_raw(&buf)?;
+            for _ in keys {
+                if let Some(e) = c.skip_reply()? {
+                    bail!("SETBIT answered {e}");
+                }
+            }
+        }
+        Ok(())
+    };
+    let trigger = |c: &mut Client| -> Result<()> {
         match what {
             Interference::Checkpoint => {
-                // Dirty every dataset key (bit 0: no user has id 0), then BGSAVE.
-                let mut buf = Vec::new();
-                let v = if *flip { "1" } else { "0" };
-                *flip = !*flip;
-                for k in keys {
-                    crate::resp::encode(&mut buf, &["SETBIT", k.as_str(), "0", v]);
-                }
-                c.send_raw(&buf)?;
-                for _ in keys {
-                    if let Some(e) = c.skip_reply()? {
-                        bail!("SETBIT answered {e}");
-                    }
-                }
                 c.call_ok(&["BGSAVE"])?;
             }
             Interference::Backup => s.signal(libc::SIGUSR1)?,
@@ -1491,7 +1665,8 @@ fn interfere(
     let mut flip = true;
     wait_persistence_idle(s, Duration::from_secs(300));
     let (c0, _) = count(&mut probe)?;
-    trigger(&mut probe, &mut flip)?;
+    prepare(&mut probe, &mut flip)?;
+    trigger(&mut probe)?;
     let t = Instant::now();
     loop {
         let (c1, busy) = count(&mut probe)?;
@@ -1506,24 +1681,53 @@ fn interfere(
         }
         std::thread::sleep(Duration::from_millis(5));
     }
-    // The measured run: trigger, flag while running, repeat.
+    // The measured run: prepare and trigger, repeatedly, while a watcher on
+    // a connection of its own flags the load's latencies as "during" for as
+    // long as the server reports one running, whatever started it (with a
+    // cache smaller than the dataset, the dirtying itself starts one).
     let phase = AtomicUsize::new(0);
     let stop = AtomicBool::new(false);
-    let mut runs = 0usize;
-    let mut total = Duration::ZERO;
-    let result = std::thread::scope(|sc| -> Result<LoadResult> {
+    let mut watcher_conn = s.connect()?;
+    let result = std::thread::scope(|sc| -> Result<(LoadResult, usize, Duration)> {
         let load = sc.spawn(|| {
             let r = loadgen::run(spec, make, Some((&phase, 2)));
             stop.store(true, Ordering::Relaxed);
             r
         });
+        let watcher = sc.spawn(|| -> Result<(usize, Duration)> {
+            let mut runs = 0usize;
+            let mut total = Duration::ZERO;
+            let mut since: Option<Instant> = None;
+            while !stop.load(Ordering::Relaxed) {
+                let (_, busy) = count(&mut watcher_conn)?;
+                match (busy, since) {
+                    (true, None) => {
+                        phase.store(1, Ordering::Relaxed);
+                        since = Some(Instant::now());
+                    }
+                    (false, Some(t)) => {
+                        phase.store(0, Ordering::Relaxed);
+                        runs += 1;
+                        total += t.elapsed();
+                        since = None;
+                    }
+                    _ => {}
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            if let Some(t) = since {
+                runs += 1;
+                total += t.elapsed();
+            }
+            Ok((runs, total))
+        });
         let ctl = (|| -> Result<()> {
             std::thread::sleep(Duration::from_millis(200));
             while !stop.load(Ordering::Relaxed) {
+                prepare(&mut probe, &mut flip)?;
                 let (c0, _) = count(&mut probe)?;
-                phase.store(1, Ordering::Relaxed);
                 let t = Instant::now();
-                trigger(&mut probe, &mut flip)?;
+                trigger(&mut probe)?;
                 loop {
                     let (c1, busy) = count(&mut probe)?;
                     if c1 > c0 && !busy {
@@ -1534,22 +1738,27 @@ fn interfere(
                     }
                     std::thread::sleep(Duration::from_millis(2));
                 }
-                phase.store(0, Ordering::Relaxed);
-                runs += 1;
-                total += t.elapsed();
                 std::thread::sleep(Duration::from_millis(100));
             }
             Ok(())
         })();
+        if ctl.is_err() {
+            stop.store(true, Ordering::Relaxed);
+        }
         let r = match load.join() {
             Ok(r) => r,
             Err(_) => bail!("the load thread panicked"),
         };
+        let watched = match watcher.join() {
+            Ok(w) => w,
+            Err(_) => bail!("the watcher thread panicked"),
+        };
         ctl?;
-        r
+        let (runs, total) = watched?;
+        Ok((r?, runs, total))
     })?;
+    let (mut during, runs, total) = result;
     // Only the latencies recorded while one ran.
-    let mut during = result;
     during.hist.swap(0, 1);
     during.hist.truncate(1);
     let avg_ms = if runs > 0 {

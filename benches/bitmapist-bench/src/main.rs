@@ -62,6 +62,11 @@ struct CompareArgs {
     /// (Go bitmapist-server flags); repeatable
     #[argh(option)]
     other: Vec<String>,
+    /// skip W1 and W2 on redis-server with its append-only file on
+    /// (appendfsync everysec), which full runs add as a column (quick runs
+    /// never do)
+    #[argh(switch)]
+    no_redis_aof: bool,
     /// extra flag for bitmapist-server (repeatable, e.g. --server-flag=--threads=2)
     #[argh(option)]
     server_flag: Vec<String>,
@@ -222,8 +227,48 @@ struct PlotArgs {
     out: Option<PathBuf>,
 }
 
+/// The command line with `--name=value` split into `--name value` (argh
+/// takes only the second form), so `--server-flag=--cache-size=1GiB` works.
+fn split_equals(args: impl Iterator<Item = String>) -> Vec<String> {
+    let mut out = Vec::new();
+    for a in args {
+        match a.strip_prefix("--").and_then(|rest| rest.split_once('=')) {
+            Some((name, value)) if !name.is_empty() => {
+                out.push(format!("--{name}"));
+                out.push(value.to_string());
+            }
+            _ => out.push(a),
+        }
+    }
+    out
+}
+
 fn main() {
-    let cli: Cli = argh::from_env();
+    let args = split_equals(std::env::args());
+    let strs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let Some((cmd, rest)) = strs.split_first() else {
+        eprintln!("bitmapist-bench: no command line");
+        std::process::exit(2);
+    };
+    let cli: Cli = match Cli::from_args(&[*cmd], rest) {
+        Ok(cli) => cli,
+        Err(early) => {
+            let code = match early.status {
+                Ok(()) => {
+                    println!("{}", early.output);
+                    0
+                }
+                Err(()) => {
+                    eprintln!(
+                        "{}\nRun bitmapist-bench --help for more information.",
+                        early.output
+                    );
+                    1
+                }
+            };
+            std::process::exit(code);
+        }
+    };
     let r = match cli.cmd {
         Cmd::Compare(a) => cmd_compare(a),
         Cmd::Load(a) => cmd_load(a),
@@ -308,6 +353,7 @@ fn cmd_compare(a: CompareArgs) -> Result<()> {
         keep_data: a.keep_data,
         load_mode: load_mode(&a.load)?,
         command_line: std::env::args().collect::<Vec<_>>().join(" "),
+        redis_aof: !q && !a.no_redis_aof,
     };
     let report = compare::run(&opts)?;
     println!("{}", report.markdown());
@@ -480,4 +526,37 @@ fn cmd_dataset(a: DatasetArgs) -> Result<()> {
         stats.keys, stats.bits, stats.seconds
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::split_equals;
+
+    fn split(args: &[&str]) -> Vec<String> {
+        split_equals(args.iter().map(|s| s.to_string()))
+    }
+
+    #[test]
+    fn name_equals_value_is_split_at_the_first_equals_sign() {
+        assert_eq!(
+            split(&[
+                "bench",
+                "compare",
+                "--server-flag=--cache-size=1GiB",
+                "--rounds",
+                "1"
+            ]),
+            [
+                "bench",
+                "compare",
+                "--server-flag",
+                "--cache-size=1GiB",
+                "--rounds",
+                "1"
+            ]
+        );
+        assert_eq!(split(&["--duration=2"]), ["--duration", "2"]);
+        // Not options: left alone.
+        assert_eq!(split(&["a=b", "-x=1", "--=y"]), ["a=b", "-x=1", "--=y"]);
+    }
 }
