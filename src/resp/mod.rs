@@ -5,5 +5,5 @@
 pub mod parser;
 pub mod reply;
 
-pub use parser::{parse, Limits, Parsed, ProtocolError};
+pub use parser::{parse, skim, Limits, Parsed, ProtocolError, Skimmed};
 pub use reply::{Protocol, ReplyBuf};

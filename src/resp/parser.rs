@@ -451,6 +451,72 @@ fn parse_multibulk<'a>(buf: &'a [u8], limits: &Limits) -> Result<Parsed<'a>, Pro
     })
 }
 
+/// The first arguments of a complete request, seen by [`skim`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Skimmed<'a> {
+    /// The command name, as sent.
+    pub name: &'a [u8],
+    /// The second argument, if any (the key of a point request).
+    pub key: Option<&'a [u8]>,
+    /// The request's length in bytes.
+    pub len: usize,
+}
+
+/// A look ahead at the complete multibulk request at the start of `buf`:
+/// its first two arguments and its length. `None` for anything else (an
+/// inline request, one still arriving, one that is not well formed): the
+/// caller stops looking there, and [`parse`] decides what the bytes are.
+/// Allocates nothing; never reads past `buf`.
+pub fn skim(buf: &[u8]) -> Option<Skimmed<'_>> {
+    /// A `<prefix><decimal>\r\n` line at `at`: the number and where the
+    /// next line starts.
+    fn header(buf: &[u8], at: usize, prefix: u8) -> Option<(usize, usize)> {
+        if *buf.get(at)? != prefix {
+            return None;
+        }
+        let mut n: usize = 0;
+        let mut i = at + 1;
+        let mut digits = 0;
+        while let Some(&b) = buf.get(i) {
+            match b {
+                b'0'..=b'9' if digits < 12 => {
+                    n = n * 10 + usize::from(b - b'0');
+                    digits += 1;
+                }
+                b'\r' if digits > 0 && buf.get(i + 1) == Some(&b'\n') => return Some((n, i + 2)),
+                _ => return None,
+            }
+            i += 1;
+        }
+        None
+    }
+    let (count, mut at) = header(buf, 0, b'*')?;
+    if count == 0 || count > 1024 * 1024 {
+        return None;
+    }
+    let mut first = None;
+    let mut key = None;
+    for i in 0..count {
+        let (len, start) = header(buf, at, b'$')?;
+        let end = start.checked_add(len)?;
+        if buf.get(end..end.checked_add(2)?)? != b"\r\n" {
+            return None;
+        }
+        let arg = &buf[start..end];
+        match i {
+            0 => first = Some(arg),
+            1 => key = Some(arg),
+            _ => {}
+        }
+        at = end + 2;
+    }
+    Some(Skimmed {
+        name: first?,
+        key,
+        len: at,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1085,6 +1151,46 @@ mod tests {
             if let Some(Out::Req(args, _)) = owned(&parse(&input, &l)) {
                 prop_assert!(!args.is_empty());
             }
+        }
+    }
+
+    #[test]
+    fn skim_finds_the_command_key_and_length_of_complete_multibulk_requests() {
+        let two = b"*3\r\n$6\r\nGETBIT\r\n$3\r\nkey\r\n$2\r\n10\r\n*1\r\n$4\r\nPING\r\n";
+        let first = skim(two).expect("first");
+        assert_eq!(first.name, b"GETBIT");
+        assert_eq!(first.key, Some(&b"key"[..]));
+        let used = first.len;
+        assert_eq!(&two[used..], b"*1\r\n$4\r\nPING\r\n");
+        assert_eq!(
+            skim(&two[used..]),
+            Some(Skimmed {
+                name: b"PING",
+                key: None,
+                len: 14
+            })
+        );
+        // Every request parse accepts skims to the same length.
+        let limits = Limits::default();
+        match parse(two, &limits) {
+            Ok(Parsed::Request { consumed, .. }) => assert_eq!(consumed, used),
+            other => panic!("{other:?}"),
+        }
+        // Anything else: None, never a panic or a read past the end.
+        for bad in [
+            &b""[..],
+            b"PING\r\n",
+            b"*",
+            b"*2\r\n$3\r\nGET\r\n",
+            b"*2\r\n$3\r\nGET\r\n$3\r\nke",
+            b"*1\r\n$3\r\nGETX\r\n",
+            b"*1\r\n$-1\r\n",
+            b"*0\r\n",
+            b"*1\r\n$99999999999999999999\r\n",
+            b"*1\r\n$\r\n\r\n",
+            b"*x\r\n",
+        ] {
+            assert_eq!(skim(bad), None, "{:?}", String::from_utf8_lossy(bad));
         }
     }
 }
