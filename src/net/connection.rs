@@ -384,39 +384,33 @@ const PREFETCH_REQUESTS: usize = 16;
 /// The fewest point requests a batch must start with to be prefetched.
 const PREFETCH_MIN: usize = 4;
 
-/// Before a pipelined batch runs, looks up the keys of its first point
-/// requests (SETBIT, GETBIT, BITCOUNT, BITPOS, GET) and starts loading
+/// Before a pipelined batch runs, looks up the keys of the point requests
+/// (SETBIT, GETBIT, BITCOUNT, BITPOS, GET) it starts with and starts loading
 /// their changed values into the CPU's cache. With many keys, each request's
 /// time goes mostly to waiting for memory (the key's slot, then its value,
 /// then the bitmap's containers); one after the other here, the lookups'
 /// misses overlap, and the requests then find their slot and value in the
-/// cache. A few requests have little to overlap (a `mark_event` transaction
-/// sets three bits in keys that stay in the cache anyway), so nothing is done
-/// for fewer than [`PREFETCH_MIN`].
+/// cache. A few requests have little to overlap, so nothing is done for
+/// fewer than [`PREFETCH_MIN`]; a batch that starts otherwise (`MULTI`: a
+/// `mark_event` transaction sets three bits in keys that stay in the cache
+/// anyway) costs one look at its first request.
 fn prefetch_batch(ctx: &mut Ctx<'_>, input: &[u8]) {
     let mut keys: [&[u8]; PREFETCH_REQUESTS] = [&[]; PREFETCH_REQUESTS];
     let mut n = 0;
     let mut pos = 0;
-    // At most twice as many requests skimmed as prefetched (MULTI, EXEC...).
-    for _ in 0..2 * PREFETCH_REQUESTS {
-        if n == PREFETCH_REQUESTS {
-            break;
-        }
+    while n < PREFETCH_REQUESTS {
         let Some(r) = input.get(pos..).and_then(resp::skim) else {
             break;
         };
-        pos += r.len;
         let point = [&b"setbit"[..], b"getbit", b"bitcount", b"bitpos", b"get"]
             .iter()
             .any(|c| r.name.eq_ignore_ascii_case(c));
         match r.key {
-            Some(key) if point => {
-                keys[n] = key;
-                n += 1;
-            }
-            // MULTI, EXEC and the like: look further.
-            _ => {}
+            Some(key) if point => keys[n] = key,
+            _ => break,
         }
+        n += 1;
+        pos += r.len;
     }
     if n < PREFETCH_MIN {
         return;
