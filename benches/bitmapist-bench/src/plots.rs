@@ -227,18 +227,26 @@ fn latency_w6(r: &Report, path: &Path) -> Result<()> {
     root.fill(&WHITE).map_err(pe)?;
     let (top, body) = root.split_vertically(40);
     top.titled(
-        "W6: point-op latency idle, during checkpoints (BGSAVE) and during SIGUSR1 backups",
+        "W6: point-op latency idle, during checkpoints (BGSAVE) and during SIGUSR1 backups (large cache: --cache-size 1GiB)",
         (SANS, 20),
     )
     .map_err(pe)?;
-    let n = r.servers.len().clamp(1, 4);
+    // Only servers W6 ran on (not those of W1 and W2 alone).
+    let servers: Vec<&String> = r
+        .servers
+        .iter()
+        .filter(|s| r.loads.iter().any(|l| l.section == "W6" && &l.server == *s))
+        .collect();
+    let n = servers.len().clamp(1, 4);
     let panels = body.split_evenly((1, n));
     let phase_colors = [
         ("idle", RGBColor(80, 80, 80)),
         ("during checkpoint", RGBColor(214, 39, 40)),
         ("during backup", RGBColor(255, 127, 14)),
+        ("idle, large cache", RGBColor(31, 119, 180)),
+        ("during checkpoint, large cache", RGBColor(148, 103, 189)),
     ];
-    for (panel, server) in panels.iter().zip(&r.servers) {
+    for (panel, server) in panels.iter().zip(servers) {
         let series: Vec<Series<'_>> = phase_colors
             .iter()
             .filter_map(|(phase, color)| {
