@@ -1088,6 +1088,33 @@ mod tests {
             check(&enc, &Out::Req(args.clone(), enc.len()));
         }
 
+        /// Whatever `skim` makes of some bytes (a request, cut short, or with
+        /// one byte changed), `parse` agrees: a request of the same length,
+        /// name and key.
+        #[test]
+        fn skim_agrees_with_parse(
+            args in args_strategy(),
+            cut in any::<prop::sample::Index>(),
+            flip in any::<Option<(prop::sample::Index, u8)>>(),
+        ) {
+            let mut enc = encode_multibulk(&args);
+            if let Some((at, byte)) = flip {
+                let i = at.index(enc.len());
+                enc[i] = byte;
+            }
+            let enc = &enc[..cut.index(enc.len() + 1)];
+            if let Some(r) = skim(enc) {
+                match parse(enc, &Limits::default()) {
+                    Ok(Parsed::Request { args, consumed }) => {
+                        prop_assert_eq!(consumed, r.len);
+                        prop_assert_eq!(&*args[0], r.name);
+                        prop_assert_eq!(args.get(1).map(|a| &**a), r.key);
+                    }
+                    other => prop_assert!(false, "skim {:?}, parse {:?}", r, other),
+                }
+            }
+        }
+
         #[test]
         fn inline_round_trip(args in args_strategy(), style in 0u8..4) {
             let enc = encode_inline(&args, style);
@@ -1170,7 +1197,7 @@ mod tests {
                 len: 14
             })
         );
-        // Every request parse accepts skims to the same length.
+        // parse agrees (and on any bytes: `skim_agrees_with_parse`).
         let limits = Limits::default();
         match parse(two, &limits) {
             Ok(Parsed::Request { consumed, .. }) => assert_eq!(consumed, used),
