@@ -255,6 +255,22 @@ pub fn resp_parser(data: &[u8]) {
             assert_eq!(whole, chunked, "whole-buffer and chunked parsing differ");
         }
     }
+    // The batch prefetch's look ahead: where it sees a request, the parser
+    // sees the same one (length, name, key).
+    if let Some(r) = parser::skim(data) {
+        match parser::parse(data, &Limits::default()) {
+            Ok(Parsed::Request { args, consumed }) => {
+                assert_eq!(consumed, r.len, "skim and parse differ in length");
+                assert_eq!(&*args[0], r.name, "skim and parse differ in the name");
+                assert_eq!(
+                    args.get(1).map(|a| &**a),
+                    r.key,
+                    "skim and parse differ in the key"
+                );
+            }
+            other => panic!("skim saw a request where parse gave {other:?}"),
+        }
+    }
 }
 
 // ------------------------------------------------------------------ glob
