@@ -143,11 +143,16 @@ fn redis_aof_spec(o: &CompareOpts) -> ServerSpec {
         name: REDIS_AOF.into(),
         kind: Kind::Redis,
         bin: o.redis_bin.clone(),
-        extra: ["--appendonly", "yes", "--appendfsync", "everysec"]
-            .into_iter()
-            .chain(["--auto-aof-rewrite-percentage", "0"])
-            .map(String::from)
-            .collect(),
+        extra: [
+            "--appendonly",
+            "yes",
+            "--appendfsync",
+            "everysec",
+            "--auto-aof-rewrite-percentage",
+            "0",
+        ]
+        .map(String::from)
+        .to_vec(),
     }
 }
 
