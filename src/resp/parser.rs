@@ -483,13 +483,18 @@ pub fn skim(buf: &[u8]) -> Option<Skimmed<'_>> {
                     n = n * 10 + usize::from(b - b'0');
                     digits += 1;
                 }
-                b'\r' if digits > 0 && buf.get(i + 1) == Some(&b'\n') => return Some((n, i + 2)),
+                // As parse (Redis's string2ll): no leading zeros.
+                b'\r' if digits > 0 && buf.get(i + 1) == Some(&b'\n') => {
+                    let leading_zero = digits > 1 && buf.get(at + 1) == Some(&b'0');
+                    return (!leading_zero).then_some((n, i + 2));
+                }
                 _ => return None,
             }
             i += 1;
         }
         None
     }
+    let max_bulk = Limits::default().max_bulk_len;
     let (count, mut at) = header(buf, 0, b'*')?;
     if count == 0 || count > 1024 * 1024 {
         return None;
@@ -498,6 +503,9 @@ pub fn skim(buf: &[u8]) -> Option<Skimmed<'_>> {
     let mut key = None;
     for i in 0..count {
         let (len, start) = header(buf, at, b'$')?;
+        if len > max_bulk {
+            return None;
+        }
         let end = start.checked_add(len)?;
         if buf.get(end..end.checked_add(2)?)? != b"\r\n" {
             return None;
@@ -1215,6 +1223,9 @@ mod tests {
             b"*0\r\n",
             b"*1\r\n$99999999999999999999\r\n",
             b"*1\r\n$\r\n\r\n",
+            // Leading zeros: parse refuses them, as Redis does.
+            b"*1\r\n$04\r\nPING\r\n",
+            b"*01\r\n$4\r\nPING\r\n",
             b"*x\r\n",
         ] {
             assert_eq!(skim(bad), None, "{:?}", String::from_utf8_lossy(bad));
