@@ -462,11 +462,17 @@ pub struct Skimmed<'a> {
     pub len: usize,
 }
 
+/// The most arguments [`skim`] looks through (a point request has at most
+/// six), so that a long request still arriving is not walked again on every
+/// read.
+const SKIM_MAX_ARGS: usize = 8;
+
 /// A look ahead at the complete multibulk request at the start of `buf`:
 /// its first two arguments and its length. `None` for anything else (an
-/// inline request, one still arriving, one that is not well formed): the
-/// caller stops looking there, and [`parse`] decides what the bytes are.
-/// Allocates nothing; never reads past `buf`.
+/// inline request, one still arriving, one that is not well formed, one of
+/// more than [`SKIM_MAX_ARGS`] arguments): the caller stops looking there,
+/// and [`parse`] decides what the bytes are. Allocates nothing; never reads
+/// past `buf`.
 pub fn skim(buf: &[u8]) -> Option<Skimmed<'_>> {
     /// A `<prefix><decimal>\r\n` line at `at`: the number and where the
     /// next line starts.
@@ -496,7 +502,7 @@ pub fn skim(buf: &[u8]) -> Option<Skimmed<'_>> {
     }
     let max_bulk = Limits::default().max_bulk_len;
     let (count, mut at) = header(buf, 0, b'*')?;
-    if count == 0 || count > 1024 * 1024 {
+    if count == 0 || count > SKIM_MAX_ARGS {
         return None;
     }
     let mut first = None;
@@ -1226,6 +1232,8 @@ mod tests {
             // Leading zeros: parse refuses them, as Redis does.
             b"*1\r\n$04\r\nPING\r\n",
             b"*01\r\n$4\r\nPING\r\n",
+            // More arguments than a point request has.
+            b"*9\r\n$1\r\na\r\n$1\r\na\r\n$1\r\na\r\n$1\r\na\r\n$1\r\na\r\n$1\r\na\r\n$1\r\na\r\n$1\r\na\r\n$1\r\na\r\n",
             b"*x\r\n",
         ] {
             assert_eq!(skim(bad), None, "{:?}", String::from_utf8_lossy(bad));
