@@ -474,31 +474,21 @@ const SKIM_MAX_ARGS: usize = 8;
 /// and [`parse`] decides what the bytes are. Allocates nothing; never reads
 /// past `buf`.
 pub fn skim(buf: &[u8]) -> Option<Skimmed<'_>> {
-    /// A `<prefix><decimal>\r\n` line at `at`: the number and where the
-    /// next line starts.
+    /// A `<prefix><number>\r\n` line at `at`, its number read as parse
+    /// reads it (Redis's `string2ll`): the number and where the next line
+    /// starts.
     fn header(buf: &[u8], at: usize, prefix: u8) -> Option<(usize, usize)> {
         if *buf.get(at)? != prefix {
             return None;
         }
-        let mut n: usize = 0;
-        let mut i = at + 1;
-        let mut digits = 0;
-        while let Some(&b) = buf.get(i) {
-            match b {
-                b'0'..=b'9' if digits < 12 => {
-                    n = n * 10 + usize::from(b - b'0');
-                    digits += 1;
-                }
-                // As parse (Redis's string2ll): no leading zeros.
-                b'\r' if digits > 0 && buf.get(i + 1) == Some(&b'\n') => {
-                    let leading_zero = digits > 1 && buf.get(at + 1) == Some(&b'0');
-                    return (!leading_zero).then_some((n, i + 2));
-                }
-                _ => return None,
-            }
-            i += 1;
+        let Scan::Found(cr) = scan(buf, at, b'\r') else {
+            return None;
+        };
+        if buf.get(cr + 1) != Some(&b'\n') {
+            return None;
         }
-        None
+        let n = usize::try_from(string2ll(&buf[at + 1..cr])?).ok()?;
+        Some((n, cr + 2))
     }
     let max_bulk = Limits::default().max_bulk_len;
     let (count, mut at) = header(buf, 0, b'*')?;
