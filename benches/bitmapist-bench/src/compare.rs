@@ -1322,9 +1322,19 @@ fn w4_w5(
     r.note = Some("after the other cold queries of W4; redis-server: warm".into());
 }
 
+/// W6's load on `s`: the point-op mix, unpipelined, twice as long as a W2 run.
+fn w6_load_spec(o: &CompareOpts, s: &Server) -> LoadSpec {
+    LoadSpec {
+        connections: o.connections,
+        threads: o.client_threads,
+        pipeline: 1,
+        duration: Some(o.duration.max(Duration::from_millis(500)) * 2),
+        ..LoadSpec::new(s.addr())
+    }
+}
+
 fn w6(ctx: &mut Ctx<'_>, servers: &mut [Server], ds: &Dataset, point: &PointShared) {
     let o = ctx.o;
-    let d = o.duration.max(Duration::from_millis(500)) * 2;
     let keys: Vec<String> = ds.keys.iter().map(|k| k.name.clone()).collect();
     let mut idle_p99 = Vec::new();
     let mut ck_p99 = Vec::new();
@@ -1337,13 +1347,7 @@ fn w6(ctx: &mut Ctx<'_>, servers: &mut [Server], ds: &Dataset, point: &PointShar
         let name = s.name().to_string();
         settle(&all, Duration::from_secs(20));
         let make = |c: usize| point.generator(PointCmd::Mix, c);
-        let spec = LoadSpec {
-            connections: o.connections,
-            threads: o.client_threads,
-            pipeline: 1,
-            duration: Some(d),
-            ..LoadSpec::new(s.addr())
-        };
+        let spec = w6_load_spec(o, s);
         let idle = loadgen::run(&spec, &make, None);
         let idle = match idle {
             Ok(r) => {
@@ -1518,13 +1522,7 @@ fn w6_cache_holds_dataset(
         touch_every_key(s, &keys)?;
         settle(&[&*s], Duration::from_secs(20));
         let make = |c: usize| point.generator(PointCmd::Mix, c);
-        let spec = LoadSpec {
-            connections: o.connections,
-            threads: o.client_threads,
-            pipeline: 1,
-            duration: Some(o.duration.max(Duration::from_millis(500)) * 2),
-            ..LoadSpec::new(s.addr())
-        };
+        let spec = w6_load_spec(o, s);
         let idle = loadgen::run(&spec, &make, None)?;
         let rec = load_record_from("W6", "idle, large cache", &name, &idle);
         let idle_p99 = rec.latency.p99_us;
